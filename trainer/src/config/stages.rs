@@ -1,0 +1,87 @@
+//! One config struct per stage, and the registry that maps a stage name to its struct so that
+//! `trainer config show|check` can resolve any config file.
+//!
+//! A config file names its stage with a top-level `stage:` key (else the file name is used:
+//! `codebook.yaml` is a codebook config). The key is read before the typed load and written
+//! back into the resolved YAML, so the structs themselves only hold their sections.
+//!
+//! Each stage has `data` and `train` sections now; the model sections arrive with the stages
+//! themselves (issues 4, 5, 6).
+
+use serde::{Deserialize, Serialize};
+
+use data::config::DataConfig;
+use data::synth::generate::SynthConfig;
+
+use super::Validate;
+use crate::train::TrainConfig;
+
+/// Stage 1: the discrete style codebook (DESIGN.md, "Style codebook").
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CodebookConfig {
+    pub data: DataConfig,
+    pub train: TrainConfig,
+}
+
+/// Stage 2: the style-conditioned diffusion transformer.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DitConfig {
+    pub data: DataConfig,
+    pub train: TrainConfig,
+}
+
+/// Stage 3: the autoregressive style generator.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArConfig {
+    pub data: DataConfig,
+    pub train: TrainConfig,
+}
+
+/// `trainer data synth` from a file instead of flags.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SynthStageConfig {
+    pub synth: SynthConfig,
+}
+
+fn common(data: &DataConfig, train: &TrainConfig, out: &mut Vec<(String, String)>) {
+    out.extend(data.problems("data"));
+    out.extend(train.problems("train"));
+}
+
+impl Validate for CodebookConfig {
+    fn validate(&self, out: &mut Vec<(String, String)>) {
+        common(&self.data, &self.train, out);
+    }
+}
+impl Validate for DitConfig {
+    fn validate(&self, out: &mut Vec<(String, String)>) {
+        common(&self.data, &self.train, out);
+    }
+}
+impl Validate for ArConfig {
+    fn validate(&self, out: &mut Vec<(String, String)>) {
+        common(&self.data, &self.train, out);
+    }
+}
+impl Validate for SynthStageConfig {
+    fn validate(&self, out: &mut Vec<(String, String)>) {
+        let s = &self.synth;
+        for (k, v) in [
+            ("styles", s.styles),
+            ("per_style", s.per_style),
+            ("size", s.size),
+            ("contents", s.contents),
+        ] {
+            if v == 0 {
+                out.push((format!("synth.{k}"), "must be at least 1".into()));
+            }
+        }
+    }
+}
+
+/// Every stage a config file can name.
+pub const STAGES: &[&str] = &["codebook", "dit", "ar", "synth"];
