@@ -1,0 +1,5 @@
+//! One file per subcommand: parse arguments, load the config, call into the crates.
+
+pub mod bench;
+pub mod config;
+pub mod data;
