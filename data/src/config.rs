@@ -36,7 +36,9 @@ pub struct DataConfig {
     /// Shuffle window in blocks (parquet row groups): anchors are shuffled within a window and
     /// partners are drawn from it when possible, so reads stay local.
     pub window_blocks: usize,
-    /// Upper bound on encoded image bytes held by the block cache, in MiB.
+    /// Upper bound on encoded image bytes held by the block cache, in MiB. The pair loader's
+    /// memory is about cache_mb + (prefetch + 2) x the bytes of one batch of pairs
+    /// (2 x batch x 3 x image_size^2 x 4).
     pub cache_mb: usize,
     /// Batches prepared ahead of the training step.
     pub prefetch: usize,
@@ -59,7 +61,7 @@ impl Default for DataConfig {
             std: [0.5, 0.5, 0.5],
             negative_fraction: 0.5,
             window_blocks: 8,
-            cache_mb: 256,
+            cache_mb: 128,
             prefetch: 4,
             threads: 0,
             skip_corrupt: false,

@@ -319,12 +319,20 @@ impl Dataset {
 /// Decodes PNG/JPEG/WebP bytes to RGB (alpha dropped, grey expanded); `at` names the row
 /// (e.g. from [`Dataset::locate`]) for the [`DataError::Decode`] message.
 pub fn decode_rgb(bytes: &[u8], at: &str) -> Result<RgbImage, DataError> {
-    image::load_from_memory(bytes)
-        .map(|img| img.to_rgb8())
-        .map_err(|e| DataError::Decode {
-            at: at.to_string(),
+    decode_rgb_lazy(bytes, || at.to_string())
+}
+
+/// [`decode_rgb`] for hot loops: the location string is built only if decoding fails, and an
+/// image that is already 8-bit RGB is moved out rather than copied.
+pub fn decode_rgb_lazy(bytes: &[u8], at: impl FnOnce() -> String) -> Result<RgbImage, DataError> {
+    match image::load_from_memory(bytes) {
+        Ok(image::DynamicImage::ImageRgb8(img)) => Ok(img),
+        Ok(img) => Ok(img.to_rgb8()),
+        Err(e) => Err(DataError::Decode {
+            at: at(),
             detail: e.to_string(),
-        })
+        }),
+    }
 }
 
 fn empty_dir_error(path: &Path) -> DataError {

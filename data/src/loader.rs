@@ -17,7 +17,7 @@ use crossbeam_channel::{bounded, Receiver};
 use rayon::prelude::*;
 
 use crate::config::DataConfig;
-use crate::dataset::{decode_rgb, Dataset};
+use crate::dataset::{decode_rgb_lazy, Dataset};
 use crate::error::DataError;
 use crate::pairs::{Cursor, Pair, PairPlan};
 use crate::transform::Transform;
@@ -110,7 +110,7 @@ fn decode_batch(
         .map(|(out, &(item, crop_seed))| {
             let it = &ds.items[item];
             let decoded = match &blocks[&it.block][it.offset as usize] {
-                Ok(bytes) => decode_rgb(bytes, &ds.locate(item)),
+                Ok(bytes) => decode_rgb_lazy(bytes, || ds.locate(item)),
                 Err(e) => Err(e.clone()),
             };
             match decoded {
