@@ -9,7 +9,8 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 
 use data::config::{Crop, DataConfig};
-use data::loader::SequentialLoader;
+use data::loader::{PairLoader, SequentialLoader};
+use data::pairs::{Cursor, PairPlan};
 use data::transform::Transform;
 use data::Dataset;
 
@@ -38,6 +39,13 @@ pub struct BenchDataArgs {
     /// Passes over the split; the first is also timed (the page cache is warm after it).
     #[arg(long, default_value_t = 2)]
     passes: usize,
+    /// Measure the training loader instead: one epoch of style pairs (two images per pair)
+    /// through the block cache and prefetch queue.
+    #[arg(long)]
+    pairs: bool,
+    /// Block cache budget for --pairs, in MiB.
+    #[arg(long, default_value_t = 128)]
+    cache_mb: usize,
 }
 
 pub fn run(cmd: BenchCommand) -> Result<()> {
@@ -72,6 +80,17 @@ fn bench_data(a: BenchDataArgs) -> Result<()> {
         a.threads,
         a.batch
     );
+    if a.pairs {
+        return bench_pairs(
+            &a,
+            ds,
+            DataConfig {
+                image_size: size,
+                cache_mb: a.cache_mb,
+                ..cfg
+            },
+        );
+    }
     let mut best = 0f64;
     for pass in 1..=a.passes.max(1) {
         let loader =
@@ -92,6 +111,34 @@ fn bench_data(a: BenchDataArgs) -> Result<()> {
     }
     println!(
         "best: {best:.0} images/s; peak RSS {:.0} MB",
+        peak_rss_mb().unwrap_or(f64::NAN)
+    );
+    Ok(())
+}
+
+/// One epoch of the pair loader, as a training loop would draw it.
+fn bench_pairs(a: &BenchDataArgs, ds: Arc<Dataset>, cfg: DataConfig) -> Result<()> {
+    let plan = PairPlan {
+        seed: 0,
+        rank: 0,
+        world: 1,
+        batch_size: a.batch,
+        negative_fraction: cfg.negative_fraction,
+        window_blocks: cfg.window_blocks,
+    };
+    let mut loader = PairLoader::new(ds, &cfg, plan, Cursor::default())?;
+    let started = Instant::now();
+    let mut images = 0usize;
+    for _ in 0..loader.batches_per_epoch {
+        let batch = loader.next_batch()?;
+        images += 2 * batch.pairs.len();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "pairs: {} batches, {images} images in {secs:.2}s = {:.0} images/s (cache {} MiB); peak RSS {:.0} MB",
+        loader.batches_per_epoch,
+        images as f64 / secs,
+        cfg.cache_mb,
         peak_rss_mb().unwrap_or(f64::NAN)
     );
     Ok(())
