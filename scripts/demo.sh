@@ -20,7 +20,7 @@ echo "== config check"
 for c in configs/tiny/*.yaml; do "$trainer" config check --config "$c"; done
 
 echo "== synthetic paired-style dataset -> $out/synth"
-"$trainer" data synth --config configs/tiny/synth.yaml --out "$out/synth"
+"$trainer" data synth --config configs/tiny/synth.yaml --out "$out/synth" --force
 "$trainer" data inspect "$out/synth" --decode 0 | tee "$out/inspect.txt"
 "$trainer" data preview "$out/synth" --out "$out/grid.png" --styles 8 --per-style 8
 

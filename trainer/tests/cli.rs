@@ -5,8 +5,13 @@ use std::path::Path;
 use std::process::Command;
 
 fn trainer(args: &[&str]) -> (bool, String, String) {
+    trainer_env(args, &[])
+}
+
+fn trainer_env(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_trainer"))
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .expect("run trainer");
     (
@@ -17,8 +22,13 @@ fn trainer(args: &[&str]) -> (bool, String, String) {
 }
 
 fn synth(dir: &Path, seed: &str) {
+    synth_threads(dir, seed, None)
+}
+
+/// `threads`: RAYON_NUM_THREADS for the run (None = every core).
+fn synth_threads(dir: &Path, seed: &str, threads: Option<&str>) {
     let out = dir.to_str().unwrap();
-    let (ok, stdout, stderr) = trainer(&[
+    let args = [
         "data",
         "synth",
         "--out",
@@ -33,7 +43,12 @@ fn synth(dir: &Path, seed: &str) {
         seed,
         "--rows-per-shard",
         "10",
-    ]);
+    ];
+    let env: Vec<(&str, &str)> = threads
+        .map(|t| ("RAYON_NUM_THREADS", t))
+        .into_iter()
+        .collect();
+    let (ok, stdout, stderr) = trainer_env(&args, &env);
     assert!(ok, "synth failed: {stderr}");
     assert!(
         stdout.contains("wrote 18 train + 3 test images"),
@@ -82,16 +97,60 @@ fn synth_inspect_preview() {
 }
 
 #[test]
-fn same_seed_same_bytes_other_seed_other_bytes() {
+fn synth_refuses_to_mix_with_old_shards_unless_forced() {
+    let dir = tempfile::tempdir().unwrap();
+    synth(dir.path(), "1");
+    let out = dir.path().to_str().unwrap();
+    let args = [
+        "data",
+        "synth",
+        "--out",
+        out,
+        "--styles",
+        "4",
+        "--per-style",
+        "2",
+        "--size",
+        "8",
+    ];
+    let (ok, _, stderr) = trainer(&args);
+    assert!(
+        !ok && stderr.contains("already holds parquet shards"),
+        "{stderr}"
+    );
+    let (ok, stdout, stderr) = trainer(&[&args[..], &["--force"]].concat());
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("wrote 8 train + 2 test images"), "{stdout}");
+    // Only the new run's shards remain.
+    let parquet = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "parquet")
+        })
+        .count();
+    assert_eq!(parquet, 2);
+}
+
+#[test]
+fn same_seed_same_bytes_on_any_thread_count_other_seed_other_bytes() {
     let (a, b, c) = (
         tempfile::tempdir().unwrap(),
         tempfile::tempdir().unwrap(),
         tempfile::tempdir().unwrap(),
     );
     synth(a.path(), "5");
-    synth(b.path(), "5");
+    synth_threads(b.path(), "5", Some("1"));
     synth(c.path(), "6");
-    let read = |d: &Path| std::fs::read(d.join("train-00000-of-00002.parquet")).unwrap();
+    let shards = [
+        "train-00000-of-00002.parquet",
+        "train-00001-of-00002.parquet",
+        "test-00000-of-00001.parquet",
+    ];
+    let read = |d: &Path| shards.map(|f| std::fs::read(d.join(f)).unwrap());
     assert_eq!(read(a.path()), read(b.path()));
     assert_ne!(read(a.path()), read(c.path()));
 }

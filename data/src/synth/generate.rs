@@ -106,6 +106,24 @@ fn rows_per_group(cfg: &SynthConfig) -> usize {
     ((16 << 20) / approx_png).clamp(16, 256)
 }
 
+/// Parquet files directly in `dir`, sorted.
+pub fn existing_shards(dir: &Path) -> Result<Vec<std::path::PathBuf>, DataError> {
+    let mut found = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(found),
+        Err(e) => return Err(DataError::io(dir, e)),
+    };
+    for entry in entries {
+        let path = entry.map_err(|e| DataError::io(dir, e))?.path();
+        if path.extension().is_some_and(|x| x == "parquet") {
+            found.push(path);
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
 /// Writes `out/train-*.parquet` and `out/test-*.parquet`. `progress(done, total)` is called
 /// after every chunk of rows.
 pub fn generate(
@@ -123,6 +141,16 @@ pub fn generate(
         path: out.to_path_buf(),
         source: e,
     })?;
+    if let Some(old) = existing_shards(out)?.first() {
+        return Err(DataError::Layout {
+            path: out.to_path_buf(),
+            detail: format!(
+                "already holds parquet shards ({}); remove them first (or pass --force): new shards \
+                 beside old ones would be read as one dataset",
+                old.display()
+            ),
+        });
+    }
     let total = (cfg.styles + cfg.test_styles) as u64 * cfg.per_style as u64;
     let mut done = 0u64;
     let mut summary = SynthSummary {

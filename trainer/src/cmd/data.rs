@@ -54,6 +54,9 @@ pub struct SynthArgs {
     /// Rows per parquet row group [default: sized to about 16 MiB, at most 256].
     #[arg(long)]
     rows_per_group: Option<u32>,
+    /// Delete the parquet files already in --out first.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Args)]
@@ -135,6 +138,12 @@ fn synth(a: SynthArgs) -> Result<()> {
         rows_per_shard,
         rows_per_group
     );
+    if a.force {
+        for old in data::synth::generate::existing_shards(&a.out)? {
+            std::fs::remove_file(&old)
+                .with_context(|| format!("cannot remove {}", old.display()))?;
+        }
+    }
     let total = (cfg.styles + cfg.test_styles) as u64 * cfg.per_style as u64;
     let bar = ProgressBar::new(total).with_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} images  {per_sec}  ETA {eta}")
