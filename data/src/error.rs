@@ -31,11 +31,13 @@ pub enum DataError {
     #[error("{}: unreadable parquet: {detail}", file.display())]
     Parquet { file: PathBuf, detail: String },
 
-    /// An operating-system error on a path (permissions, disk, a file that vanished).
-    #[error("{}: {source}", path.display())]
+    /// An operating-system error on a path (permissions, disk, a file that vanished). The
+    /// field is not named `source`: the message already shows the cause, and an error chain
+    /// printed with `{:#}` would show it twice.
+    #[error("{}: {error}", path.display())]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 
     /// One row cannot be used, e.g. image bytes and path both null, or a null style.
@@ -92,9 +94,9 @@ impl Clone for DataError {
                 file: file.clone(),
                 detail: detail.clone(),
             },
-            DataError::Io { path, source } => DataError::Io {
+            DataError::Io { path, error } => DataError::Io {
                 path: path.clone(),
-                source: std::io::Error::new(source.kind(), source.to_string()),
+                error: std::io::Error::new(error.kind(), error.to_string()),
             },
             DataError::BadRow { at, detail } => DataError::BadRow {
                 at: at.clone(),
@@ -129,7 +131,10 @@ impl DataError {
         if source.kind() == std::io::ErrorKind::NotFound {
             DataError::NotFound { path }
         } else {
-            DataError::Io { path, source }
+            DataError::Io {
+                path,
+                error: source,
+            }
         }
     }
 

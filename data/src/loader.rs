@@ -204,7 +204,7 @@ impl PairLoader {
             })
             .map_err(|e| DataError::Io {
                 path: "pair-loader thread".into(),
-                source: e,
+                error: e,
             })?;
         Ok(PairLoader {
             rx: Some(rx),

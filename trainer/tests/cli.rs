@@ -209,3 +209,25 @@ fn missing_dataset_path_is_named() {
     assert!(stderr.contains("/no/such/dataset"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn synth_names_the_flags_that_cannot_make_a_dataset() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x");
+    let (ok, _, stderr) = trainer(&[
+        "data",
+        "synth",
+        "--out",
+        out.to_str().unwrap(),
+        "--size",
+        "0",
+        "--per-style",
+        "0",
+    ]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("--per-style must be at least 1; --size must be at least 1"),
+        "{stderr}"
+    );
+    assert!(!out.exists(), "nothing may be written on bad flags");
+}

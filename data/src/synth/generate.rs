@@ -59,6 +59,25 @@ impl Default for SynthConfig {
     }
 }
 
+impl SynthConfig {
+    /// Settings that cannot make a dataset, as `(field, message)`.
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        for (field, value) in [
+            ("styles", self.styles),
+            ("per_style", self.per_style),
+            ("size", self.size),
+            ("contents", self.contents),
+            ("rows_per_shard", self.rows_per_shard),
+        ] {
+            if value == 0 {
+                out.push((field, "must be at least 1".to_string()));
+            }
+        }
+        out
+    }
+}
+
 /// What a generation run wrote.
 #[derive(Debug, Clone, Serialize)]
 pub struct SynthSummary {
@@ -131,15 +150,15 @@ pub fn generate(
     cfg: &SynthConfig,
     progress: &dyn Fn(u64, u64),
 ) -> Result<SynthSummary, DataError> {
-    if cfg.styles == 0 || cfg.per_style == 0 || cfg.size == 0 {
+    if let Some((field, message)) = cfg.problems().into_iter().next() {
         return Err(DataError::Empty {
             path: out.to_path_buf(),
-            detail: "styles, per_style and size must all be at least 1".into(),
+            detail: format!("synth {field} {message}"),
         });
     }
     std::fs::create_dir_all(out).map_err(|e| DataError::Io {
         path: out.to_path_buf(),
-        source: e,
+        error: e,
     })?;
     if let Some(old) = existing_shards(out)?.first() {
         return Err(DataError::Layout {

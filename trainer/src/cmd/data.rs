@@ -138,6 +138,14 @@ fn synth(a: SynthArgs) -> Result<()> {
         rows_per_shard,
         rows_per_group
     );
+    let problems: Vec<String> = cfg
+        .problems()
+        .into_iter()
+        .map(|(field, msg)| format!("--{} {msg}", field.replace('_', "-")))
+        .collect();
+    if !problems.is_empty() {
+        anyhow::bail!("{}", problems.join("; "));
+    }
     if a.force {
         for old in data::synth::generate::existing_shards(&a.out)? {
             std::fs::remove_file(&old)

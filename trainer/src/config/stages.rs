@@ -69,17 +69,12 @@ impl Validate for ArConfig {
 }
 impl Validate for SynthStageConfig {
     fn validate(&self, out: &mut Vec<(String, String)>) {
-        let s = &self.synth;
-        for (k, v) in [
-            ("styles", s.styles),
-            ("per_style", s.per_style),
-            ("size", s.size),
-            ("contents", s.contents),
-        ] {
-            if v == 0 {
-                out.push((format!("synth.{k}"), "must be at least 1".into()));
-            }
-        }
+        out.extend(
+            self.synth
+                .problems()
+                .into_iter()
+                .map(|(k, m)| (format!("synth.{k}"), m)),
+        );
     }
 }
 
