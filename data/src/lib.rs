@@ -9,6 +9,7 @@ pub mod dataset;
 pub mod folder;
 pub mod hf;
 pub mod inspect;
+mod parquet_columns;
 pub mod parquet_read;
 pub mod shard_writer;
 

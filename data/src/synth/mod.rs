@@ -6,7 +6,7 @@
 //!   background pattern and post effects. It never looks at content.
 //! - [`Scene`] is drawn from a content seed only: which shapes, where, how big, and which
 //!   palette *slot* each uses. Its [`Scene::prompt`] names content, never colours or rendering.
-//! - [`render`] is a pure, single-threaded function of the two, so two images with the same
+//! - [`render()`] is a pure, single-threaded function of the two, so two images with the same
 //!   style seed are a positive pair, and the dataset is byte-identical on every machine.
 //!
 //! [`generate`] renders the dataset into parquet shards (`trainer data synth`).
@@ -18,6 +18,11 @@ pub mod generate;
 pub mod render;
 pub mod scene;
 pub mod style;
+
+mod effects;
+mod palette;
+mod prompt;
+mod sdf;
 
 pub use render::render;
 pub use scene::Scene;

@@ -6,10 +6,12 @@
 //! signed distance field: wobble (smooth value noise seeded by the style) displaces the
 //! distance, a band just inside the edge is the outline, and pixels near an edge are
 //! supersampled 4x (rotated grid) for anti-aliasing. Then the whole-image effects in a fixed
-//! order: paper grain, blur, posterise, dither, vignette, colour temperature.
+//! order: paper grain, blur, posterise, dither, vignette, colour temperature (all but paper
+//! grain in `effects.rs`).
 
 use image::RgbImage;
 
+use super::effects::{apply_tone_effects, blur};
 use super::scene::{Scene, Shape};
 use super::style::{luminance, Fill, PatternKind, Rgb, Style};
 use crate::rng::mix;
@@ -80,7 +82,7 @@ fn mix_rgb(a: Rgb, b: Rgb, t: f32) -> Rgb {
     ]
 }
 
-fn scale_rgb(c: Rgb, k: f32) -> Rgb {
+pub(super) fn scale_rgb(c: Rgb, k: f32) -> Rgb {
     [c[0] * k, c[1] * k, c[2] * k]
 }
 
@@ -382,85 +384,6 @@ pub fn render(style: &Style, scene: &Scene, size: u32) -> RgbImage {
         p.0 = c.map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8);
     }
     img
-}
-
-/// Separable Gaussian blur with clamped edges; `sigma` in pixels, below 0.3 is a no-op.
-fn blur(buf: &mut [Rgb], n: usize, sigma: f32) {
-    if sigma < 0.3 || n < 2 {
-        return;
-    }
-    let radius = (2.5 * sigma).ceil() as usize;
-    let mut kernel: Vec<f32> = (0..=2 * radius)
-        .map(|i| (-((i as f32 - radius as f32).powi(2)) / (2.0 * sigma * sigma)).exp())
-        .collect();
-    let total: f32 = kernel.iter().sum();
-    kernel.iter_mut().for_each(|k| *k /= total);
-    let mut tmp = vec![[0f32; 3]; buf.len()];
-    let clamp = |i: isize| i.clamp(0, n as isize - 1) as usize;
-    for row in 0..n {
-        for col in 0..n {
-            let mut acc = [0f32; 3];
-            for (k, w) in kernel.iter().enumerate() {
-                let c = buf[row * n + clamp(col as isize + k as isize - radius as isize)];
-                (0..3).for_each(|ch| acc[ch] += w * c[ch]);
-            }
-            tmp[row * n + col] = acc;
-        }
-    }
-    for row in 0..n {
-        for col in 0..n {
-            let mut acc = [0f32; 3];
-            for (k, w) in kernel.iter().enumerate() {
-                let c = tmp[clamp(row as isize + k as isize - radius as isize) * n + col];
-                (0..3).for_each(|ch| acc[ch] += w * c[ch]);
-            }
-            buf[row * n + col] = acc;
-        }
-    }
-}
-
-/// 4x4 Bayer matrix, thresholds in (0, 1).
-const BAYER4: [[f32; 4]; 4] = [
-    [0.0, 8.0, 2.0, 10.0],
-    [12.0, 4.0, 14.0, 6.0],
-    [3.0, 11.0, 1.0, 9.0],
-    [15.0, 7.0, 13.0, 5.0],
-];
-
-/// Posterise, dither, vignette and temperature, in that order.
-fn apply_tone_effects(buf: &mut [Rgb], n: usize, style: &Style) {
-    let t = style.temperature;
-    let warm = [1.0 + 0.2 * t, 1.0 + 0.04 * t, 1.0 - 0.2 * t];
-    for (i, c) in buf.iter_mut().enumerate() {
-        let (col, row) = (i % n, i / n);
-        if let Some(levels) = style.posterise {
-            let q = f32::from(levels - 1);
-            *c = c.map(|v| (v.clamp(0.0, 1.0) * q).round() / q);
-        }
-        if let Some(levels) = style.dither {
-            // The Bayer cell scales with the image so the pattern matches at every size.
-            let (bx, by) = (col * 64 / n % 4, row * 64 / n % 4);
-            let threshold = (BAYER4[by][bx] + 0.5) / 16.0;
-            let q = f32::from(levels - 1);
-            *c = c.map(|v| {
-                (v.clamp(0.0, 1.0) * q + threshold - 0.5)
-                    .round()
-                    .clamp(0.0, q)
-                    / q
-            });
-        }
-        if style.vignette > 0.0 {
-            let (x, y) = (
-                (col as f32 + 0.5) / n as f32 - 0.5,
-                (row as f32 + 0.5) / n as f32 - 0.5,
-            );
-            let r2 = (x * x + y * y) * 2.0;
-            *c = scale_rgb(*c, 1.0 - style.vignette * r2 * r2.sqrt());
-        }
-        if t != 0.0 {
-            *c = [c[0] * warm[0], c[1] * warm[1], c[2] * warm[2]];
-        }
-    }
 }
 
 #[cfg(test)]
