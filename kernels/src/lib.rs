@@ -1,3 +1,67 @@
-//! Fused differentiable ops for cotyle as candle `CustomOp`s, with forward *and* backward on
-//! CPU and CUDA (DESIGN.md, "Layout": `kernels/`). Empty for now: the ops arrive with issue 3.
-//! Until then no model may rely on this crate.
+//! Fused differentiable ops for cotyle as candle `CustomOp`s, with a forward *and* a backward
+//! (DESIGN.md, "Layout": `kernels/`; issue 3). candle's own fused ops (`softmax_last_dim`,
+//! `rms_norm`, `layer_norm`, RoPE, sdpa) have no backward and drop gradients silently, and
+//! its slow compositions are slow; models use these ops instead.
+//!
+//! Here now (CPU only: f32 and f64, bf16/f16 computed in f32; any strides; rows in parallel
+//! on candle's CPU thread pool, or rayon's inside a rayon pool; loops auto-vectorised, with
+//! AVX2 and AVX-512F builds picked at run time):
+//! - [`softmax_last_dim`]: softmax over the last dim; gradient for x.
+//! - [`rms_norm`]: RMSNorm; gradients for x and the weight.
+//! - [`layer_norm`]: LayerNorm with or without bias; gradients for x, weight and bias.
+//! - [`reference`]: the same ops composed of slow candle tensor ops (tests, benchmarks).
+//!
+//! Results do not depend on the thread count or on the SIMD build (fixed blocking and lane
+//! splits; both tested). Backward passes are custom ops too; they have no backward of their own, so a
+//! second derivative is an error, never a silent zero.
+//!
+//! Still to come (issue 3): CUDA forward and backward from `.cu` sources compiled at run time
+//! with NVRTC (behind a `cuda` feature; today a CUDA tensor gets candle's "no cuda
+//! implementation" error), RoPE (half-rotation and interleaved, position offsets), GELU (tanh),
+//! SiLU and SwiGLU, fused causal/masked attention with backward, the VQ nearest-code op and the
+//! codebook-usage histogram, and `trainer bench ops` / `bench block`.
+
+mod cpu;
+mod layer_norm;
+pub mod reference;
+mod rms_norm;
+mod simd;
+mod softmax;
+
+pub use layer_norm::layer_norm;
+pub use rms_norm::rms_norm;
+pub use softmax::softmax_last_dim;
+
+use candle_core::{bail, Result, Tensor};
+
+/// Errors unless `x` has at least one dim (the ops work along the last one).
+pub(crate) fn check_rank(op: &str, x: &Tensor) -> Result<()> {
+    if x.rank() == 0 {
+        bail!("{op}: x must have at least one dim, got a scalar");
+    }
+    Ok(())
+}
+
+/// Errors unless the per-feature parameter `p` (named `what`) is (D) for x: (…, D), with
+/// x's dtype and device. The message names both shapes.
+pub(crate) fn check_param(op: &str, x: &Tensor, p: &Tensor, what: &str) -> Result<()> {
+    let d = x.dims()[x.rank() - 1];
+    if p.dims() != [d] {
+        bail!(
+            "{op}: {what} has shape {:?} but x has shape {:?}; {what} must be [{d}] (the last dim of x)",
+            p.dims(),
+            x.dims()
+        );
+    }
+    if p.dtype() != x.dtype() {
+        bail!(
+            "{op}: {what} has dtype {:?} but x has dtype {:?}",
+            p.dtype(),
+            x.dtype()
+        );
+    }
+    if !p.device().same_device(x.device()) {
+        bail!("{op}: {what} and x are on different devices");
+    }
+    Ok(())
+}
