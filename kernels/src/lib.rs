@@ -9,6 +9,9 @@
 //! - [`softmax_last_dim`]: softmax over the last dim; gradient for x.
 //! - [`rms_norm`]: RMSNorm; gradients for x and the weight.
 //! - [`layer_norm`]: LayerNorm with or without bias; gradients for x, weight and bias.
+//! - [`vq`]: vector quantisation, not differentiable: [`vq::nearest_code`] (argmax of the
+//!   cosine against an L2-normalised codebook, blocked, never forming the (N, K) scores) and
+//!   [`vq::code_histogram`] (codebook usage).
 //! - [`reference`]: the same ops composed of slow candle tensor ops (tests, benchmarks).
 //!
 //! Results do not depend on the thread count or on the SIMD build (fixed blocking and lane
@@ -18,8 +21,8 @@
 //! Still to come (issue 3): CUDA forward and backward from `.cu` sources compiled at run time
 //! with NVRTC (behind a `cuda` feature; today a CUDA tensor gets candle's "no cuda
 //! implementation" error), RoPE (half-rotation and interleaved, position offsets), GELU (tanh),
-//! SiLU and SwiGLU, fused causal/masked attention with backward, the VQ nearest-code op and the
-//! codebook-usage histogram, and `trainer bench ops` / `bench block`.
+//! SiLU and SwiGLU, fused causal/masked attention with backward, the CUDA VQ kernel, and
+//! `trainer bench block`.
 
 mod cpu;
 mod layer_norm;
@@ -27,6 +30,9 @@ pub mod reference;
 mod rms_norm;
 mod simd;
 mod softmax;
+pub mod vq;
+#[cfg(target_arch = "x86_64")]
+mod vq_x86;
 
 pub use layer_norm::layer_norm;
 pub use rms_norm::rms_norm;

@@ -1,5 +1,6 @@
 //! `trainer bench data`: decode + resize + normalise throughput from parquet, the Rust side of
-//! `benches/data_python.py` (pyarrow + Pillow + numpy on the same shards and settings).
+//! `benches/data_python.py` (pyarrow + Pillow + numpy on the same shards and settings);
+//! `trainer bench ops` lives in `bench_ops.rs`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,6 +19,9 @@ use data::Dataset;
 pub enum BenchCommand {
     /// Images per second through decode + resize + normalise, streaming a split once per pass.
     Data(BenchDataArgs),
+    /// Fused `kernels` ops against their slow candle references (forward, forward+backward),
+    /// and VQ nearest-code throughput against matmul + argmax.
+    Ops(super::bench_ops::BenchOpsArgs),
 }
 
 #[derive(Args)]
@@ -51,6 +55,7 @@ pub struct BenchDataArgs {
 pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Data(a) => bench_data(a),
+        BenchCommand::Ops(a) => super::bench_ops::run(a),
     }
 }
 

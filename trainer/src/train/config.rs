@@ -87,7 +87,7 @@ impl TrainConfig {
             "must be at least 1".into(),
         );
         need(
-            self.batch_size % self.grad_accum.max(1) == 0,
+            self.batch_size.is_multiple_of(self.grad_accum.max(1)),
             "batch_size",
             format!(
                 "{} is not divisible by grad_accum {}",
