@@ -153,22 +153,23 @@ pub(crate) fn expect_dims(op: &str, what: &str, l: &Layout, dims: &[usize]) -> R
     Ok(())
 }
 
-/// Runs `f(i, block_i)` for every block of `blocks`, in parallel: on candle's own CPU thread
-/// pool (the threads that run candle's tensor ops, so the two never compete for cores), or on
-/// the current rayon pool when called from inside one.
-fn par_blocks<T: Send>(blocks: Vec<&mut [T]>, f: impl Fn(usize, &mut [T]) + Sync) {
-    if rayon::current_thread_index().is_some() {
-        blocks
+/// Runs `f(i, &mut task_i)` for every task, in parallel: on candle's own CPU thread pool (the
+/// threads that run candle's tensor ops, so the two never compete for cores), or on the
+/// current rayon pool when called from inside one. A task is typically a block of output
+/// rows, or several output slices cut the same way.
+pub(crate) fn par_tasks<B: Send>(tasks: Vec<B>, f: impl Fn(usize, &mut B) + Sync) {
+    if tasks.len() <= 1 || rayon::current_thread_index().is_some() {
+        tasks
             .into_par_iter()
             .enumerate()
-            .for_each(|(i, b)| f(i, b));
+            .for_each(|(i, mut b)| f(i, &mut b));
         return;
     }
-    let blocks: Vec<Mutex<&mut [T]>> = blocks.into_iter().map(Mutex::new).collect();
-    candle_core::utils::barrier_pool().execute_chunked(blocks.len(), |range| {
+    let tasks: Vec<Mutex<B>> = tasks.into_iter().map(Mutex::new).collect();
+    candle_core::utils::barrier_pool().execute_chunked(tasks.len(), |range| {
         for i in range {
-            // Each block is visited once: the lock is never contended.
-            let mut b = blocks[i].lock().unwrap_or_else(|e| e.into_inner());
+            // Each task is visited once: the lock is never contended.
+            let mut b = tasks[i].lock().unwrap_or_else(|e| e.into_inner());
             f(i, &mut b);
         }
     });
@@ -186,7 +187,7 @@ pub(crate) fn par_rows<T: Send>(out: &mut [T], d: usize, f: impl Fn(usize, &mut 
         f(0, out);
         return;
     }
-    par_blocks(out.chunks_mut(block).collect(), |b, blk| f(b * rpt, blk));
+    par_tasks(out.chunks_mut(block).collect(), |b, blk| f(b * rpt, blk));
 }
 
 /// Column sums over `n_rows` rows of `d`: `f(first_row, rows, acc)` adds the contributions
@@ -209,7 +210,7 @@ pub(crate) fn par_col_sums<T: Real>(
         return out;
     }
     let mut partial = vec![T::ZERO; n_blocks * width];
-    par_blocks(partial.chunks_mut(width).collect(), |b, acc| {
+    par_tasks(partial.chunks_mut(width).collect(), |b, acc| {
         f(b * rpt, rpt.min(n_rows - b * rpt), acc)
     });
     for p in partial.chunks_exact(width) {

@@ -30,7 +30,6 @@ use crate::simd::{self, multiversion, Level, Real};
 #[cfg(target_arch = "x86_64")]
 use crate::vq_x86 as x86;
 use candle_core::{bail, CpuStorage, Device, Layout, Result, Storage, Tensor};
-use std::sync::Mutex;
 
 const NAME: &str = "vq::nearest_code";
 /// Rows per parallel task (a multiple of every MR).
@@ -162,26 +161,15 @@ fn search<T: Search>(
     let block_panels = (CODE_BLOCK_BYTES / (d * nr * std::mem::size_of::<T>())).max(1);
     let mut idx = vec![0u32; n];
     let mut best = vec![T::ZERO; n];
-    let tasks: Vec<Mutex<(&mut [u32], &mut [T])>> = idx
+    let tasks: Vec<(&mut [u32], &mut [T])> = idx
         .chunks_mut(TASK_ROWS)
         .zip(best.chunks_mut(TASK_ROWS))
-        .map(Mutex::new)
         .collect();
-    let run = |t: usize| {
-        // Each task is visited once: the lock is never contended.
-        let mut guard = tasks[t].lock().unwrap_or_else(|e| e.into_inner());
-        let (idx, best) = &mut *guard;
+    cpu::par_tasks(tasks, |t, (idx, best)| {
         let rows = &z[t * TASK_ROWS * d..(t * TASK_ROWS + idx.len()) * d];
         let dims = [k, d, nr, block_panels];
         T::task(rows, &panels, &dims, idx, best);
-    };
-    if tasks.len() <= 1 || rayon::current_thread_index().is_some() {
-        use rayon::prelude::*;
-        (0..tasks.len()).into_par_iter().for_each(run);
-    } else {
-        candle_core::utils::barrier_pool().execute_chunked(tasks.len(), |r| r.for_each(run));
-    }
-    drop(tasks);
+    });
     Ok((idx, best))
 }
 
