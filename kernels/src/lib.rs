@@ -9,33 +9,41 @@
 //! - [`softmax_last_dim`]: softmax over the last dim; gradient for x.
 //! - [`rms_norm`]: RMSNorm; gradients for x and the weight.
 //! - [`layer_norm`]: LayerNorm with or without bias; gradients for x, weight and bias.
+//! - [`silu`], [`gelu_tanh`] (GELU, tanh approximation) and [`swiglu`] (silu(gate) * up):
+//!   elementwise; gradients for every input.
+//! - [`rope`]: rotary embedding over (B, H, T, D), half-rotation or interleaved
+//!   ([`RopeLayout`]); position offsets by slicing cos/sin; gradient for x (none for cos/sin).
 //! - [`vq`]: vector quantisation, not differentiable: [`vq::nearest_code`] (argmax of the
 //!   cosine against an L2-normalised codebook, blocked, never forming the (N, K) scores) and
 //!   [`vq::code_histogram`] (codebook usage).
 //! - [`reference`]: the same ops composed of slow candle tensor ops (tests, benchmarks).
 //!
 //! Results do not depend on the thread count or on the SIMD build (fixed blocking and lane
-//! splits; both tested). Backward passes are custom ops too; they have no backward of their own, so a
-//! second derivative is an error, never a silent zero.
+//! splits; both tested). Backward passes are custom ops too; most have no backward of their own, so a
+//! second derivative is an error, never a silent zero (RoPE's backward, a rotation, and
+//! SwiGLU's gradient for `up`, SwiGLU itself, have one).
 //!
 //! Still to come (issue 3): CUDA forward and backward from `.cu` sources compiled at run time
 //! with NVRTC (behind a `cuda` feature; today a CUDA tensor gets candle's "no cuda
-//! implementation" error), RoPE (half-rotation and interleaved, position offsets), GELU (tanh),
-//! SiLU and SwiGLU, fused causal/masked attention with backward, the CUDA VQ kernel, and
+//! implementation" error), fused causal/masked attention with backward, the CUDA VQ kernel, and
 //! `trainer bench block`.
 
+mod activation;
 mod cpu;
 mod layer_norm;
 pub mod reference;
 mod rms_norm;
+mod rope;
 mod simd;
 mod softmax;
 pub mod vq;
 #[cfg(target_arch = "x86_64")]
 mod vq_x86;
 
+pub use activation::{gelu_tanh, silu, swiglu};
 pub use layer_norm::layer_norm;
 pub use rms_norm::rms_norm;
+pub use rope::{rope, RopeLayout};
 pub use softmax::softmax_last_dim;
 
 use candle_core::{bail, Result, Tensor};

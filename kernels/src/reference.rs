@@ -2,7 +2,8 @@
 //! ops (so candle's autograd differentiates them). They define what the fused ops must
 //! compute: the tests compare forward and gradients against them, and `trainer bench ops`
 //! times the fused ops against them. Same signatures and formulas as the fused ops
-//! (see `softmax.rs`, `rms_norm.rs`, `layer_norm.rs`); computed in the input's dtype.
+//! (see `softmax.rs`, `rms_norm.rs`, `layer_norm.rs`, `activation.rs`, `rope.rs`); computed in
+//! the input's dtype.
 
 use candle_core::{Result, Tensor, D};
 
@@ -39,5 +40,50 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, eps: f64) 
             y.broadcast_add(b)
         }
         None => Ok(y),
+    }
+}
+
+/// x * sigma(x) = x / (1 + exp(-x)). x: any shape.
+pub fn silu(x: &Tensor) -> Result<Tensor> {
+    x.div(&(x.neg()?.exp()? + 1.0)?)
+}
+
+/// 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) (PyTorch `gelu(approximate="tanh")`).
+pub fn gelu_tanh(x: &Tensor) -> Result<Tensor> {
+    let u = ((x + (x.powf(3.0)? * 0.044_715)?)? * (2.0 / std::f64::consts::PI).sqrt())?;
+    ((x * 0.5)? * (u.tanh()? + 1.0)?)?.contiguous()
+}
+
+/// silu(gate) * up. gate, up: the same shape.
+pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    silu(gate)? * up
+}
+
+/// Rotary embedding of x: (B, H, T, D) with cos, sin: (T, D/2) -> (B, H, T, D), from
+/// narrow/cat/broadcast ops; same pairs and checks as `kernels::rope`.
+pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, layout: crate::RopeLayout) -> Result<Tensor> {
+    crate::rope::check(x, cos, sin)?;
+    let (b, h, t, d) = x.dims4()?;
+    let (c, s) = (
+        cos.unsqueeze(0)?.unsqueeze(0)?,
+        sin.unsqueeze(0)?.unsqueeze(0)?,
+    );
+    match layout {
+        crate::RopeLayout::Half => {
+            let (x1, x2) = (x.narrow(3, 0, d / 2)?, x.narrow(3, d / 2, d / 2)?);
+            let y1 = (x1.broadcast_mul(&c)? - x2.broadcast_mul(&s)?)?;
+            let y2 = (x2.broadcast_mul(&c)? + x1.broadcast_mul(&s)?)?;
+            Tensor::cat(&[y1, y2], 3)
+        }
+        crate::RopeLayout::Interleaved => {
+            let xp = x.reshape((b, h, t, d / 2, 2))?;
+            let (x0, x1) = (
+                xp.narrow(4, 0, 1)?.squeeze(4)?,
+                xp.narrow(4, 1, 1)?.squeeze(4)?,
+            );
+            let y0 = (x0.broadcast_mul(&c)? - x1.broadcast_mul(&s)?)?;
+            let y1 = (x0.broadcast_mul(&s)? + x1.broadcast_mul(&c)?)?;
+            Tensor::stack(&[y0, y1], 4)?.reshape((b, h, t, d))
+        }
     }
 }
