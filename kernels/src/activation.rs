@@ -24,7 +24,7 @@
 //! blocks of elements in parallel. CUDA: not yet (issue 3): candle's default `cuda_fwd`
 //! returns an error naming the op.
 
-use crate::cpu::{self, Elem, Work};
+use crate::cpu::{self, Elem};
 use crate::simd::{multiversion, Real};
 use candle_core::backend::BackendStorage;
 use candle_core::Tensor;
@@ -194,10 +194,7 @@ impl CustomOp1 for Unary {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        match cpu::work(self.0.name(), s.dtype())? {
-            Work::F32 => unary_fwd::<f32>(self.0, s, l),
-            Work::F64 => unary_fwd::<f64>(self.0, s, l),
-        }
+        cpu::by_precision!(self.0.name(), s.dtype() => unary_fwd(self.0, s, l))
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
@@ -240,10 +237,7 @@ impl CustomOp2 for UnaryGrad {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        match cpu::work(self.0.name(), s1.dtype())? {
-            Work::F32 => unary_grad::<f32>(self.0, (s1, l1), (s2, l2)),
-            Work::F64 => unary_grad::<f64>(self.0, (s1, l1), (s2, l2)),
-        }
+        cpu::by_precision!(self.0.name(), s1.dtype() => unary_grad(self.0, (s1, l1), (s2, l2)))
     }
 }
 
@@ -275,10 +269,7 @@ impl CustomOp2 for SwiGlu {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        match cpu::work(SWIGLU, s1.dtype())? {
-            Work::F32 => swiglu_fwd::<f32>((s1, l1), (s2, l2)),
-            Work::F64 => swiglu_fwd::<f64>((s1, l1), (s2, l2)),
-        }
+        cpu::by_precision!(SWIGLU, s1.dtype() => swiglu_fwd((s1, l1), (s2, l2)))
     }
 
     fn bwd(
@@ -338,10 +329,7 @@ impl CustomOp3 for SwiGluGradGate {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let args = ((s1, l1), (s2, l2), (s3, l3));
-        match cpu::work(SWIGLU, s1.dtype())? {
-            Work::F32 => swiglu_dgate::<f32>(args.0, args.1, args.2),
-            Work::F64 => swiglu_dgate::<f64>(args.0, args.1, args.2),
-        }
+        cpu::by_precision!(SWIGLU, s1.dtype() => swiglu_dgate(args.0, args.1, args.2))
     }
 }
 
@@ -375,14 +363,7 @@ mod tests {
 
     #[test]
     fn every_simd_build_gives_identical_bits() {
-        use std::sync::atomic::Ordering;
-        let best = bits();
-        for cap in [0u8, 1] {
-            crate::simd::CAP.store(cap, Ordering::Relaxed);
-            let got = bits();
-            crate::simd::CAP.store(2, Ordering::Relaxed);
-            assert!(got == best, "build cap {cap} differs");
-        }
+        crate::simd::assert_builds_agree("activations", bits);
     }
 
     #[test]

@@ -48,6 +48,18 @@ pub(crate) fn work(op: &str, dtype: DType) -> Result<Work> {
     }
 }
 
+/// Calls `f::<f32>(args)` or `f::<f64>(args)`, by the precision an op named `name` computes
+/// in for `dtype` (see [`work`]); an unsupported dtype returns the error from the caller.
+macro_rules! by_precision {
+    ($name:expr, $dtype:expr => $f:ident($($arg:expr),* $(,)?)) => {
+        match $crate::cpu::work($name, $dtype)? {
+            $crate::cpu::Work::F32 => $f::<f32>($($arg),*),
+            $crate::cpu::Work::F64 => $f::<f64>($($arg),*),
+        }
+    };
+}
+pub(crate) use by_precision;
+
 /// Reading and writing storages in a working precision.
 pub(crate) trait Elem: Real {
     /// The elements of `s` seen through `l`, in row-major order of `l`'s shape.

@@ -14,7 +14,7 @@
 //! CPU: f32 and f64 (bf16/f16 computed in f32), any strides, rows in parallel. CUDA: not yet
 //! (issue 3, a later slice): candle's default `cuda_fwd` returns an error naming the op.
 
-use crate::cpu::{self, Elem, Work};
+use crate::cpu::{self, Elem};
 use crate::simd::{self, multiversion, Real};
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
@@ -113,10 +113,7 @@ fn fwd<T: Elem>(x: Arg, w: Arg, b: Option<Arg>, eps: f64) -> Result<(CpuStorage,
 }
 
 fn fwd_any(x: Arg, w: Arg, b: Option<Arg>, eps: f64) -> Result<(CpuStorage, Shape)> {
-    match cpu::work(NAME, x.0.dtype())? {
-        Work::F32 => fwd::<f32>(x, w, b, eps),
-        Work::F64 => fwd::<f64>(x, w, b, eps),
-    }
+    cpu::by_precision!(NAME, x.0.dtype() => fwd(x, w, b, eps))
 }
 
 /// dx, if x tracks gradients.
@@ -245,10 +242,7 @@ impl CustomOp3 for LayerNormGradX {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (x, w, dy) = ((s1, l1), (s2, l2), (s3, l3));
-        match cpu::work(NAME, s1.dtype())? {
-            Work::F32 => grad_x::<f32>(x, w, dy, self.eps),
-            Work::F64 => grad_x::<f64>(x, w, dy, self.eps),
-        }
+        cpu::by_precision!(NAME, s1.dtype() => grad_x(x, w, dy, self.eps))
     }
 }
 
@@ -283,9 +277,6 @@ impl CustomOp2 for LayerNormGradWB {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        match cpu::work(NAME, s1.dtype())? {
-            Work::F32 => grad_wb::<f32>((s1, l1), (s2, l2), self.eps),
-            Work::F64 => grad_wb::<f64>((s1, l1), (s2, l2), self.eps),
-        }
+        cpu::by_precision!(NAME, s1.dtype() => grad_wb((s1, l1), (s2, l2), self.eps))
     }
 }

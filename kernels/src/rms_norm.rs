@@ -13,7 +13,7 @@
 //! CPU: f32 and f64 (bf16/f16 computed in f32), any strides, rows in parallel. CUDA: not yet
 //! (issue 3, a later slice): candle's default `cuda_fwd` returns an error naming the op.
 
-use crate::cpu::{self, Elem, Work};
+use crate::cpu::{self, Elem};
 use crate::simd::{self, multiversion, Real};
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
@@ -110,10 +110,7 @@ impl CustomOp2 for RmsNorm {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        match cpu::work(NAME, s1.dtype())? {
-            Work::F32 => fwd::<f32>(s1, l1, s2, l2, self.eps),
-            Work::F64 => fwd::<f64>(s1, l1, s2, l2, self.eps),
-        }
+        cpu::by_precision!(NAME, s1.dtype() => fwd(s1, l1, s2, l2, self.eps))
     }
 
     fn bwd(
@@ -179,10 +176,7 @@ impl CustomOp3 for RmsNormGradX {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let args = ((s1, l1), (s2, l2), (s3, l3));
-        match cpu::work(NAME, s1.dtype())? {
-            Work::F32 => grad_x::<f32>(args.0, args.1, args.2, self.eps),
-            Work::F64 => grad_x::<f64>(args.0, args.1, args.2, self.eps),
-        }
+        cpu::by_precision!(NAME, s1.dtype() => grad_x(args.0, args.1, args.2, self.eps))
     }
 }
 
@@ -222,9 +216,6 @@ impl CustomOp2 for RmsNormGradW {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        match cpu::work(NAME, s1.dtype())? {
-            Work::F32 => grad_w::<f32>(s1, l1, s2, l2, self.eps),
-            Work::F64 => grad_w::<f64>(s1, l1, s2, l2, self.eps),
-        }
+        cpu::by_precision!(NAME, s1.dtype() => grad_w(s1, l1, s2, l2, self.eps))
     }
 }

@@ -23,7 +23,7 @@
 //! (B, T, H, D).transpose(1, 2)), rows in parallel. CUDA: not yet (issue 3): candle's
 //! default `cuda_fwd` returns an error naming the op.
 
-use crate::cpu::{self, Elem, Work};
+use crate::cpu::{self, Elem};
 use crate::simd::multiversion;
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
@@ -194,10 +194,7 @@ impl CustomOp3 for Rope {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let args = ((s1, l1), (s2, l2), (s3, l3));
-        match cpu::work(NAME, s1.dtype())? {
-            Work::F32 => fwd::<f32>(args.0, args.1, args.2, self),
-            Work::F64 => fwd::<f64>(args.0, args.1, args.2, self),
-        }
+        cpu::by_precision!(NAME, s1.dtype() => fwd(args.0, args.1, args.2, self))
     }
 
     /// dx = R^T dy: the same rotation with -sin. No gradient for cos and sin.
@@ -247,13 +244,6 @@ mod tests {
 
     #[test]
     fn every_simd_build_gives_identical_bits() {
-        use std::sync::atomic::Ordering;
-        let best = bits();
-        for cap in [0u8, 1] {
-            crate::simd::CAP.store(cap, Ordering::Relaxed);
-            let got = bits();
-            crate::simd::CAP.store(2, Ordering::Relaxed);
-            assert!(got == best, "build cap {cap} differs");
-        }
+        crate::simd::assert_builds_agree("rope", bits);
     }
 }

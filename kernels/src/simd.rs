@@ -223,9 +223,37 @@ fn detected() -> Level {
     Level::Base
 }
 
-/// Tests may cap the build used (process-wide) to compare the builds' results.
+/// Tests may cap the build used (process-wide) to compare the builds' results; only through
+/// [`assert_builds_agree`], which serialises the tests that lower it.
 #[cfg(test)]
-pub(crate) static CAP: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(2);
+static CAP: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(2);
+
+/// Runs `f` on the best build, then capped at AVX2 and at the baseline, and panics (naming
+/// `what` and the cap) unless all give the same result. CAP is process-wide and tests run in
+/// parallel, so a lock keeps two such tests from interleaving their caps, and a guard restores
+/// the cap even when `f` panics.
+#[cfg(test)]
+pub(crate) fn assert_builds_agree<R: PartialEq>(what: &str, f: impl Fn() -> R) {
+    use std::sync::atomic::Ordering;
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    struct Restore;
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            CAP.store(2, Ordering::Relaxed);
+        }
+    }
+    let _serial = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _restore = Restore;
+    let best = f();
+    for cap in [1u8, 0] {
+        CAP.store(cap, Ordering::Relaxed);
+        assert!(
+            f() == best,
+            "{what}: the build capped at {cap} differs from {:?}",
+            detected()
+        );
+    }
+}
 
 /// The build the kernels run now.
 #[inline]
@@ -329,15 +357,25 @@ mod tests {
     }
 
     #[test]
-    fn every_simd_build_gives_identical_bits() {
-        use std::sync::atomic::Ordering;
-        let best = all_ops_bits();
-        for cap in [0u8, 1] {
-            CAP.store(cap, Ordering::Relaxed);
-            let got = all_ops_bits();
-            CAP.store(2, Ordering::Relaxed);
-            assert!(got == best, "build cap {cap} differs from {:?}", detected());
+    fn builds_that_differ_are_caught() {
+        if detected() == Level::Base {
+            return; // one build only: nothing can differ
         }
+        let caught = std::panic::catch_unwind(|| assert_builds_agree("level", level));
+        assert!(
+            caught.is_err(),
+            "a result that depends on the build was not reported"
+        );
+        assert_eq!(
+            level(),
+            detected(),
+            "the cap was not restored after the panic"
+        );
+    }
+
+    #[test]
+    fn every_simd_build_gives_identical_bits() {
+        assert_builds_agree("softmax, rms_norm, layer_norm", all_ops_bits);
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! `exp` for f32. CUDA: not yet (issue 3, a later slice): candle's default `cuda_fwd`
 //! returns an error naming the op.
 
-use crate::cpu::{self, Elem, Work};
+use crate::cpu::{self, Elem};
 use crate::simd::{self, multiversion};
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
@@ -70,10 +70,7 @@ impl CustomOp1 for Softmax {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        match cpu::work(NAME, s.dtype())? {
-            Work::F32 => fwd::<f32>(s, l),
-            Work::F64 => fwd::<f64>(s, l),
-        }
+        cpu::by_precision!(NAME, s.dtype() => fwd(s, l))
     }
 
     fn bwd(&self, arg: &Tensor, res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
@@ -116,9 +113,6 @@ impl CustomOp2 for SoftmaxBackward {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        match cpu::work(NAME, s1.dtype())? {
-            Work::F32 => bwd::<f32>(s1, l1, s2, l2),
-            Work::F64 => bwd::<f64>(s1, l1, s2, l2),
-        }
+        cpu::by_precision!(NAME, s1.dtype() => bwd(s1, l1, s2, l2))
     }
 }
