@@ -181,12 +181,7 @@ fn null_bytes_with_relative_and_absolute_paths_are_read_from_disk() {
         Compression::SNAPPY,
     );
     let ds = Dataset::open(dir.path(), "train").unwrap();
-    let images: Vec<Vec<u8>> = ds
-        .read_block(0)
-        .unwrap()
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
+    let images = block_bytes(&ds, 0);
     assert_eq!(images, [png(1), png(2), png(3)]);
     // Missing columns default: prompt empty, content_id None.
     assert_eq!(ds.items[0].prompt, "");
@@ -238,12 +233,7 @@ fn large_binary_and_large_strings_and_small_integers_are_accepted() {
         ds.items.iter().map(|i| i.content_id).collect::<Vec<_>>(),
         [Some(1), Some(2), None]
     );
-    let read: Vec<Vec<u8>> = ds
-        .read_block(0)
-        .unwrap()
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
+    let read = block_bytes(&ds, 0);
     assert_eq!(read, images);
 }
 
@@ -280,12 +270,7 @@ fn binary_view_and_string_view_with_string_style_names_are_accepted() {
         ds.items.iter().map(|i| i.style).collect::<Vec<_>>(),
         [1, 0, 1, 0]
     );
-    let read: Vec<Vec<u8>> = ds
-        .read_block(0)
-        .unwrap()
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
+    let read = block_bytes(&ds, 0);
     assert_eq!(read, images);
 }
 

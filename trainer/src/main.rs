@@ -3,7 +3,6 @@
 
 mod cmd;
 mod config;
-#[allow(dead_code)] // the loop pieces are used by the stages that arrive with issues 4-6
 mod train;
 
 use clap::{Parser, Subcommand};

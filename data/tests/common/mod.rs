@@ -15,6 +15,15 @@ use image::{ImageFormat, Rgb, RgbImage};
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
 
+/// Every row's image bytes of one block, failing the test on any unreadable row.
+pub fn block_bytes(ds: &data::Dataset, block: u32) -> Vec<Vec<u8>> {
+    ds.read_block(block)
+        .unwrap()
+        .into_iter()
+        .map(Result::unwrap)
+        .collect()
+}
+
 /// The committed fixture written by the real `datasets` library.
 pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
