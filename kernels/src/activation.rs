@@ -57,17 +57,7 @@ fn check_same(gate: &Tensor, up: &Tensor) -> Result<()> {
             up.dims()
         );
     }
-    if gate.dtype() != up.dtype() {
-        bail!(
-            "swiglu: gate has dtype {:?} but up has dtype {:?}",
-            gate.dtype(),
-            up.dtype()
-        );
-    }
-    if !gate.device().same_device(up.device()) {
-        bail!("swiglu: gate and up are on different devices");
-    }
-    Ok(())
+    crate::check_same_kind("swiglu", ("gate", gate), ("up", up))
 }
 
 /// Which unary activation.

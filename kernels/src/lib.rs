@@ -56,6 +56,25 @@ pub(crate) fn check_rank(op: &str, x: &Tensor) -> Result<()> {
     Ok(())
 }
 
+/// Errors unless `a` and `b` (named `a_name`, `b_name` in the message) share dtype and device.
+pub(crate) fn check_same_kind(
+    op: &str,
+    (a_name, a): (&str, &Tensor),
+    (b_name, b): (&str, &Tensor),
+) -> Result<()> {
+    if a.dtype() != b.dtype() {
+        bail!(
+            "{op}: {a_name} has dtype {:?} but {b_name} has dtype {:?}",
+            a.dtype(),
+            b.dtype()
+        );
+    }
+    if !a.device().same_device(b.device()) {
+        bail!("{op}: {a_name} and {b_name} are on different devices");
+    }
+    Ok(())
+}
+
 /// Errors unless the per-feature parameter `p` (named `what`) is (D) for x: (…, D), with
 /// x's dtype and device. The message names both shapes.
 pub(crate) fn check_param(op: &str, x: &Tensor, p: &Tensor, what: &str) -> Result<()> {
@@ -67,15 +86,5 @@ pub(crate) fn check_param(op: &str, x: &Tensor, p: &Tensor, what: &str) -> Resul
             x.dims()
         );
     }
-    if p.dtype() != x.dtype() {
-        bail!(
-            "{op}: {what} has dtype {:?} but x has dtype {:?}",
-            p.dtype(),
-            x.dtype()
-        );
-    }
-    if !p.device().same_device(x.device()) {
-        bail!("{op}: {what} and x are on different devices");
-    }
-    Ok(())
+    check_same_kind(op, (what, p), ("x", x))
 }

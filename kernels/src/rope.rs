@@ -76,16 +76,7 @@ pub(crate) fn check(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<()> {
                 d / 2
             );
         }
-        if p.dtype() != x.dtype() {
-            bail!(
-                "{NAME}: {what} has dtype {:?} but x has dtype {:?}",
-                p.dtype(),
-                x.dtype()
-            );
-        }
-        if !p.device().same_device(x.device()) {
-            bail!("{NAME}: {what} and x are on different devices");
-        }
+        crate::check_same_kind(NAME, (what, p), ("x", x))?;
     }
     Ok(())
 }

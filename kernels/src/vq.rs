@@ -62,16 +62,7 @@ pub fn nearest_code(z: &Tensor, codebook: &Tensor) -> Result<(Tensor, Tensor)> {
             codebook.dims()
         );
     }
-    if z.dtype() != codebook.dtype() {
-        bail!(
-            "{NAME}: z has dtype {:?} but the codebook has {:?}",
-            z.dtype(),
-            codebook.dtype()
-        );
-    }
-    if !z.device().same_device(codebook.device()) {
-        bail!("{NAME}: z and the codebook are on different devices");
-    }
+    crate::check_same_kind(NAME, ("z", z), ("the codebook", codebook))?;
     let (zs, zl) = z.storage_and_layout();
     let (cs, cl) = codebook.storage_and_layout();
     let (Storage::Cpu(zs), Storage::Cpu(cs)) = (&*zs, &*cs) else {
