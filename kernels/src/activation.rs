@@ -21,8 +21,8 @@
 //! itself applied to (gate, dy), so it is differentiable.
 //!
 //! CPU: f32 and f64 (bf16/f16 computed in f32), any strides, any rank (scalars too),
-//! blocks of elements in parallel. CUDA: not yet (issue 3): candle's default `cuda_fwd`
-//! returns an error naming the op.
+//! blocks of elements in parallel. CUDA (`cuda` feature): the same, elementwise kernels
+//! (`crate::cuda::silu_gelu` and friends, `kernels/cuda/activation.cu`).
 
 use crate::cpu::{self, Elem};
 use crate::simd::{multiversion, Real};
@@ -187,6 +187,15 @@ impl CustomOp1 for Unary {
         cpu::by_precision!(self.0.name(), s.dtype() => unary_fwd(self.0, s, l))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s: &candle_core::CudaStorage,
+        l: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        crate::cuda::silu_gelu(self.0.name(), self.0 == Act::GeluTanh, (s, l))
+    }
+
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
         if !arg.track_op() {
             return Ok(None);
@@ -229,6 +238,18 @@ impl CustomOp2 for UnaryGrad {
     ) -> Result<(CpuStorage, Shape)> {
         cpu::by_precision!(self.0.name(), s1.dtype() => unary_grad(self.0, (s1, l1), (s2, l2)))
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let gelu = self.0 == Act::GeluTanh;
+        crate::cuda::silu_gelu_grad(self.0.name(), gelu, (s1, l1), (s2, l2))
+    }
 }
 
 const SWIGLU: &str = "swiglu";
@@ -260,6 +281,17 @@ impl CustomOp2 for SwiGlu {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         cpu::by_precision!(SWIGLU, s1.dtype() => swiglu_fwd((s1, l1), (s2, l2)))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        crate::cuda::swiglu((s1, l1), (s2, l2))
     }
 
     fn bwd(
@@ -320,6 +352,19 @@ impl CustomOp3 for SwiGluGradGate {
     ) -> Result<(CpuStorage, Shape)> {
         let args = ((s1, l1), (s2, l2), (s3, l3));
         cpu::by_precision!(SWIGLU, s1.dtype() => swiglu_dgate(args.0, args.1, args.2))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        crate::cuda::swiglu_dgate((s1, l1), (s2, l2), (s3, l3))
     }
 }
 

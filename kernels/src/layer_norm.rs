@@ -11,8 +11,9 @@
 //! Both by custom ops (dx per row; dw and db one deterministic column reduction) that have no
 //! backward of their own: a second derivative is an error, not a silent zero.
 //!
-//! CPU: f32 and f64 (bf16/f16 computed in f32), any strides, rows in parallel. CUDA: not yet
-//! (issue 3, a later slice): candle's default `cuda_fwd` returns an error naming the op.
+//! CPU: f32 and f64 (bf16/f16 computed in f32), any strides, rows in parallel. CUDA (`cuda`
+//! feature): the same, one block per row; dw and db by a deterministic two-pass column sum
+//! (`crate::cuda::layer_norm`, `kernels/cuda/layer_norm.cu`).
 
 use crate::cpu::{self, Elem};
 use crate::simd::{self, multiversion, Real};
@@ -151,6 +152,19 @@ impl CustomOp3 for LayerNorm {
         fwd_any((s1, l1), (s2, l2), Some((s3, l3)), self.eps)
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        crate::cuda::layer_norm((s1, l1), (s2, l2), Some((s3, l3)), self.eps)
+    }
+
     fn bwd(
         &self,
         x: &Tensor,
@@ -188,6 +202,17 @@ impl CustomOp2 for LayerNormNoBias {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         fwd_any((s1, l1), (s2, l2), None, self.eps)
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        crate::cuda::layer_norm((s1, l1), (s2, l2), None, self.eps)
     }
 
     fn bwd(
@@ -244,6 +269,19 @@ impl CustomOp3 for LayerNormGradX {
         let (x, w, dy) = ((s1, l1), (s2, l2), (s3, l3));
         cpu::by_precision!(NAME, s1.dtype() => grad_x(x, w, dy, self.eps))
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        crate::cuda::layer_norm_grad_x((s1, l1), (s2, l2), (s3, l3), self.eps)
+    }
 }
 
 /// (x, dy) -> (2, D): row 0 is dw, row 1 is db.
@@ -278,5 +316,16 @@ impl CustomOp2 for LayerNormGradWB {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         cpu::by_precision!(NAME, s1.dtype() => grad_wb((s1, l1), (s2, l2), self.eps))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        crate::cuda::layer_norm_grad_wb((s1, l1), (s2, l2), self.eps)
     }
 }

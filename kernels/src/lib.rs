@@ -16,6 +16,12 @@
 //! - [`vq`]: vector quantisation, not differentiable: [`vq::nearest_code`] (argmax of the
 //!   cosine against an L2-normalised codebook, blocked, never forming the (N, K) scores) and
 //!   [`vq::code_histogram`] (codebook usage).
+//! - [`adamw_step`]: the AdamW update of one parameter and its moments, in place (two
+//!   passes, no temporaries); the optimizer in `trainer/src/train/optim.rs` drives it.
+//! - [`attention`]: fused scaled dot-product attention over (B, H, T, D), flash-attention
+//!   style (never forming the (B, H, Tq, Tk) scores), causal (bottom-right aligned, for KV
+//!   caches) and/or an additive mask, grouped-query kv heads ([`AttentionOpts`]); gradients
+//!   for q, k and v.
 //! - [`reference`]: the same ops composed of slow candle tensor ops (tests, benchmarks).
 //!
 //! Results do not depend on the thread count or on the SIMD build (fixed blocking and lane
@@ -23,13 +29,18 @@
 //! second derivative is an error, never a silent zero (RoPE's backward, a rotation, and
 //! SwiGLU's gradient for `up`, SwiGLU itself, have one).
 //!
-//! Still to come (issue 3): CUDA forward and backward from `.cu` sources compiled at run time
-//! with NVRTC (behind a `cuda` feature; today a CUDA tensor gets candle's "no cuda
-//! implementation" error), fused causal/masked attention with backward, the CUDA VQ kernel, and
-//! `trainer bench block`.
+//! CUDA (the `cuda` feature): every op above but attention and AdamW runs on CUDA tensors too,
+//! forward and backward, from `kernels/cuda/*.cu` compiled at run time by NVRTC for the GPU
+//! at hand (`cuda/`); f32, f64, bf16 and f16, any strides, reproducible run to run.
+//!
+//! Still to come (issue 3): CUDA attention, and `trainer bench block`.
 
 mod activation;
+mod adamw;
+mod attention;
 mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
 mod layer_norm;
 pub mod reference;
 mod rms_norm;
@@ -41,6 +52,8 @@ pub mod vq;
 mod vq_x86;
 
 pub use activation::{gelu_tanh, silu, swiglu};
+pub use adamw::{adamw_step, AdamWStep};
+pub use attention::{attention, AttentionOpts};
 pub use layer_norm::layer_norm;
 pub use rms_norm::rms_norm;
 pub use rope::{rope, RopeLayout};

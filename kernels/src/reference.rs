@@ -2,8 +2,8 @@
 //! ops (so candle's autograd differentiates them). They define what the fused ops must
 //! compute: the tests compare forward and gradients against them, and `trainer bench ops`
 //! times the fused ops against them. Same signatures and formulas as the fused ops
-//! (see `softmax.rs`, `rms_norm.rs`, `layer_norm.rs`, `activation.rs`, `rope.rs`); computed in
-//! the input's dtype.
+//! (see `softmax.rs`, `rms_norm.rs`, `layer_norm.rs`, `activation.rs`, `rope.rs`,
+//! `attention.rs`); computed in the input's dtype.
 
 use candle_core::{Result, Tensor, D};
 
@@ -86,4 +86,57 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, layout: crate::RopeLayout) -
             Tensor::stack(&[y0, y1], 4)?.reshape((b, h, t, d))
         }
     }
+}
+
+/// softmax(scale · q·kᵀ + mask + causal mask) · v over (B, H, T, D), from matmul, a repeat of
+/// the kv heads (grouped-query attention) and `softmax_last_dim` above; same shapes, checks
+/// and semantics as `kernels::attention` (causal: key j hidden from row i when
+/// j > Tk - Tq + i). Unlike the fused op, a row whose keys are all masked gives NaN here.
+pub fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    opts: &crate::AttentionOpts,
+) -> Result<Tensor> {
+    let dims = crate::attention::check(q, k, v)?;
+    let crate::attention::Dims {
+        b,
+        h,
+        hkv,
+        tq,
+        tk,
+        d,
+    } = dims;
+    let g = h / hkv;
+    let repeat = |t: &Tensor| -> Result<Tensor> {
+        match g {
+            1 => t.contiguous(),
+            _ => t
+                .unsqueeze(2)?
+                .broadcast_as((b, hkv, g, tk, d))?
+                .reshape((b, h, tk, d)),
+        }
+    };
+    let (k, v) = (repeat(k)?, repeat(v)?);
+    let scale = opts.scale.unwrap_or(1.0 / (d.max(1) as f64).sqrt());
+    let mut s = (q.contiguous()?.matmul(&k.t()?)? * scale)?;
+    if let Some(m) = opts.mask {
+        crate::attention::check_mask(m, q, &dims)?;
+        s = s.broadcast_add(&m.to_dtype(s.dtype())?)?;
+    }
+    if opts.causal {
+        let hidden: Vec<f32> = (0..tq * tk)
+            .map(|x| {
+                let (i, j) = (x / tk, x % tk);
+                if j as isize > tk as isize - tq as isize + i as isize {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let hidden = Tensor::from_vec(hidden, (tq, tk), q.device())?.to_dtype(s.dtype())?;
+        s = s.broadcast_add(&hidden)?;
+    }
+    softmax_last_dim(&s)?.matmul(&v)
 }

@@ -10,8 +10,9 @@
 //! Both by custom ops (dx per row; dw a deterministic column reduction) that have no backward
 //! of their own: a second derivative is an error, not a silent zero.
 //!
-//! CPU: f32 and f64 (bf16/f16 computed in f32), any strides, rows in parallel. CUDA: not yet
-//! (issue 3, a later slice): candle's default `cuda_fwd` returns an error naming the op.
+//! CPU: f32 and f64 (bf16/f16 computed in f32), any strides, rows in parallel. CUDA (`cuda`
+//! feature): the same, one block per row; dw by a deterministic two-pass column sum
+//! (`crate::cuda::rms_norm`, `kernels/cuda/rms_norm.cu`).
 
 use crate::cpu::{self, Elem};
 use crate::simd::{self, multiversion, Real};
@@ -113,6 +114,17 @@ impl CustomOp2 for RmsNorm {
         cpu::by_precision!(NAME, s1.dtype() => fwd(s1, l1, s2, l2, self.eps))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        crate::cuda::rms_norm((s1, l1), (s2, l2), self.eps)
+    }
+
     fn bwd(
         &self,
         x: &Tensor,
@@ -178,6 +190,19 @@ impl CustomOp3 for RmsNormGradX {
         let args = ((s1, l1), (s2, l2), (s3, l3));
         cpu::by_precision!(NAME, s1.dtype() => grad_x(args.0, args.1, args.2, self.eps))
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        crate::cuda::rms_norm_grad_x((s1, l1), (s2, l2), (s3, l3), self.eps)
+    }
 }
 
 /// (x, dy) -> dw (D).
@@ -217,5 +242,16 @@ impl CustomOp2 for RmsNormGradW {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         cpu::by_precision!(NAME, s1.dtype() => grad_w(s1, l1, s2, l2, self.eps))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        crate::cuda::rms_norm_grad_w((s1, l1), (s2, l2), self.eps)
     }
 }

@@ -20,8 +20,9 @@
 //! are fixed tables in every model we build; do not compute them from trained variables.
 //!
 //! CPU: f32 and f64 (bf16/f16 computed in f32), any strides (for example x as
-//! (B, T, H, D).transpose(1, 2)), rows in parallel. CUDA: not yet (issue 3): candle's
-//! default `cuda_fwd` returns an error naming the op.
+//! (B, T, H, D).transpose(1, 2)), rows in parallel. CUDA (`cuda` feature): the same, reading
+//! x, cos and sin through their strides without a copy (`crate::cuda::rope`,
+//! `kernels/cuda/rope.cu`).
 
 use crate::cpu::{self, Elem};
 use crate::simd::multiversion;
@@ -186,6 +187,20 @@ impl CustomOp3 for Rope {
     ) -> Result<(CpuStorage, Shape)> {
         let args = ((s1, l1), (s2, l2), (s3, l3));
         cpu::by_precision!(NAME, s1.dtype() => fwd(args.0, args.1, args.2, self))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let interleaved = self.layout == RopeLayout::Interleaved;
+        crate::cuda::rope((s1, l1), (s2, l2), (s3, l3), interleaved, self.transpose)
     }
 
     /// dx = R^T dy: the same rotation with -sin. No gradient for cos and sin.

@@ -7,8 +7,8 @@
 //! own (a second derivative is an error, not a silent zero).
 //!
 //! CPU: f32 and f64 (bf16/f16 computed in f32), any strides, rows in parallel, a vectorised
-//! `exp` for f32. CUDA: not yet (issue 3, a later slice): candle's default `cuda_fwd`
-//! returns an error naming the op.
+//! `exp` for f32. CUDA (`cuda` feature): the same dtypes and any strides, one block per row
+//! (`crate::cuda::softmax`, `kernels/cuda/softmax.cu`).
 
 use crate::cpu::{self, Elem};
 use crate::simd::{self, multiversion};
@@ -73,6 +73,15 @@ impl CustomOp1 for Softmax {
         cpu::by_precision!(NAME, s.dtype() => fwd(s, l))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s: &candle_core::CudaStorage,
+        l: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        crate::cuda::softmax(s, l)
+    }
+
     fn bwd(&self, arg: &Tensor, res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
         if !arg.track_op() {
             return Ok(None);
@@ -114,5 +123,16 @@ impl CustomOp2 for SoftmaxBackward {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         cpu::by_precision!(NAME, s1.dtype() => bwd(s1, l1, s2, l2))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        crate::cuda::softmax_bwd(s1, l1, s2, l2)
     }
 }

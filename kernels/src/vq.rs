@@ -1,4 +1,5 @@
-//! Vector quantisation on the CPU: the nearest codebook entry by cosine, and codebook usage.
+//! Vector quantisation: the nearest codebook entry by cosine, and codebook usage (CPU here;
+//! CUDA in `crate::cuda::vq`, see below).
 //!
 //! CoTyle's style codebook (DESIGN.md, "Style codebook"; paper section 3.1) is UniTok-derived
 //! cosine VQ: code vectors z and the codebook entries c_k are L2-normalised, so the cosine is
@@ -23,7 +24,12 @@
 //!
 //! No gradient: indices are discrete. The quantised output with the straight-through estimator
 //! (q = z + sg(c[idx] - z)) and the codebook/commitment losses are built on top of this in the
-//! codebook model (issue 4). CUDA: not yet (a CUDA tensor is an error naming the op).
+//! codebook model (issue 4).
+//!
+//! CUDA (`cuda` feature; `crate::cuda::vq`, `kernels/cuda/vq.cu`): the same results, bit for bit
+//! (the same unfused sequential sums, the same tie rule), from a tiled kernel that stages
+//! blocks of rows and codes in shared memory and never writes the (N, K) scores; the
+//! histogram counts with integer atomics.
 
 use crate::cpu::{self, Elem, Work};
 use crate::simd::{self, multiversion, Level, Real};
@@ -65,8 +71,14 @@ pub fn nearest_code(z: &Tensor, codebook: &Tensor) -> Result<(Tensor, Tensor)> {
     crate::check_same_kind(NAME, ("z", z), ("the codebook", codebook))?;
     let (zs, zl) = z.storage_and_layout();
     let (cs, cl) = codebook.storage_and_layout();
-    let (Storage::Cpu(zs), Storage::Cpu(cs)) = (&*zs, &*cs) else {
-        bail!("{NAME}: only CPU tensors are supported so far (issue 3: CUDA to come)");
+    let (zs, cs) = match (&*zs, &*cs) {
+        (Storage::Cpu(zs), Storage::Cpu(cs)) => (zs, cs),
+        #[cfg(feature = "cuda")]
+        (Storage::Cuda(zs), Storage::Cuda(cs)) => {
+            let (idx, best) = crate::cuda::vq::nearest_code(NAME, (zs, zl), (cs, cl), (n, k, d))?;
+            return Ok((cuda_tensor(idx, n), cuda_tensor(best, n)));
+        }
+        _ => bail!("{NAME}: only CPU and CUDA tensors are supported"),
     };
     let dev = &Device::Cpu;
     let nr = tile_width(simd::level());
@@ -96,8 +108,16 @@ pub fn code_histogram(indices: &Tensor, k: usize) -> Result<Tensor> {
         bail!("{OP}: indices must be (N), got {:?}", indices.dims());
     }
     let (s, l) = indices.storage_and_layout();
-    let Storage::Cpu(s) = &*s else {
-        bail!("{OP}: only CPU tensors are supported so far");
+    let s = match &*s {
+        Storage::Cpu(s) => s,
+        #[cfg(feature = "cuda")]
+        Storage::Cuda(s) => {
+            return Ok(cuda_tensor(
+                crate::cuda::vq::code_histogram(OP, (s, l), k)?,
+                k,
+            ));
+        }
+        _ => bail!("{OP}: only CPU and CUDA tensors are supported"),
     };
     let idx: Vec<i64> = match s {
         CpuStorage::U32(v) => cpu::gather(v, l, |i| i as i64),
@@ -115,6 +135,13 @@ pub fn code_histogram(indices: &Tensor, k: usize) -> Result<Tensor> {
         }
     }
     Tensor::from_vec(counts, k, &Device::Cpu)
+}
+
+/// A result of the CUDA path as a (len) tensor, outside the autograd graph.
+#[cfg(feature = "cuda")]
+fn cuda_tensor(s: candle_core::CudaStorage, len: usize) -> Tensor {
+    let none = candle_core::op::BackpropOp::none();
+    Tensor::from_storage(Storage::Cuda(s), len, none, false)
 }
 
 /// Codes per panel (NR) for a build; the rows per tile (MR) follow from it in `block`.

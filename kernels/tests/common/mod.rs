@@ -242,3 +242,68 @@ impl View {
         Ok(v)
     }
 }
+
+/// The first CUDA device, or None, with a message saying why, when this build has no CUDA
+/// support (the `cuda` feature) or the machine no GPU: the CUDA comparisons then skip.
+pub fn cuda_device(what: &str) -> Option<Device> {
+    match Device::new_cuda(0) {
+        Ok(dev) => Some(dev),
+        Err(e) => {
+            eprintln!("skipping {what} on CUDA: no CUDA device ({e})");
+            None
+        }
+    }
+}
+
+/// Forward and every input's gradient (loss = sum(y * r)) of `op` on `inputs`, as f64 bits.
+fn run_bits(op: Op, inputs: &[Tensor], r: &Tensor, what: &str) -> Result<Vec<Vec<u64>>> {
+    let mut out = vec![op(inputs)?];
+    out.extend(grads(op, inputs, r, what)?);
+    out.iter()
+        .map(|t| {
+            let v = t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
+            Ok(v.iter().map(|f| f.to_bits()).collect())
+        })
+        .collect()
+}
+
+/// `op` on CPU `inputs` and on copies of them on `dev` (views, if any, applied inside `op`, so
+/// the device sees strided layouts): the forward and the gradient of every input for
+/// loss = sum(y * r) agree within `tol` (relative, as `assert_close`); the results stay on
+/// `dev`; and a second run on `dev` gives the same bits (no run-to-run variation).
+pub fn check_cuda_matches_cpu(
+    op: Op,
+    inputs: &[Tensor],
+    dev: &Device,
+    tol: f64,
+    what: &str,
+) -> Result<()> {
+    let y = op(inputs)?;
+    let r = upstream(&y, 13)?;
+    let g = grads(op, inputs, &r, what)?;
+    let on_dev = inputs
+        .iter()
+        .map(|t| t.to_device(dev))
+        .collect::<Result<Vec<_>>>()?;
+    let r_dev = r.to_device(dev)?;
+    let what_dev = format!("{what} (CUDA)");
+    let y_dev = op(&on_dev)?;
+    if !y_dev.device().same_device(dev) || y_dev.dtype() != y.dtype() {
+        return Err(Error::Msg(format!(
+            "{what_dev}: result on {:?} as {:?}, want {dev:?} as {:?}",
+            y_dev.device(),
+            y_dev.dtype(),
+            y.dtype()
+        )));
+    }
+    assert_close(&y_dev.to_device(&Device::Cpu)?, &y, tol, &what_dev)?;
+    let g_dev = grads(op, &on_dev, &r_dev, &what_dev)?;
+    for (i, (gd, gc)) in g_dev.iter().zip(&g).enumerate() {
+        let w = format!("{what_dev}: gradient of input {i}");
+        assert_close(&gd.to_device(&Device::Cpu)?, gc, tol, &w)?;
+    }
+    if run_bits(op, &on_dev, &r_dev, &what_dev)? != run_bits(op, &on_dev, &r_dev, &what_dev)? {
+        return Err(Error::Msg(format!("{what_dev}: two runs differ")));
+    }
+    Ok(())
+}

@@ -86,7 +86,39 @@ pub fn run(a: BenchOpsArgs) -> Result<()> {
             sb / ob
         );
     }
+    attention(&a)?;
     vq(&a)
+}
+
+/// Fused causal attention against `reference::attention` (matmul, causal mask, softmax,
+/// matmul) at the transformer shapes, q, k, v (B, H, T, D) f32: a d=256 block (the PyTorch
+/// comparison of `bench block`), longer sequences, and one decoding step over a KV cache.
+fn attention(a: &BenchOpsArgs) -> Result<()> {
+    let opts = kernels::AttentionOpts {
+        causal: true,
+        ..Default::default()
+    };
+    println!("attention, causal: (B, H, Tq, Tk), D = 64");
+    for (b, h, tq, tk) in [(16, 4, 64, 64), (4, 8, 256, 256), (16, 4, 1, 256)] {
+        let d = 64;
+        let inputs = [
+            uniform(&[b, h, tq, d], 7, 1.0)?,
+            uniform(&[b, h, tk, d], 8, 1.0)?,
+            uniform(&[b, h, tk, d], 9, 1.0)?,
+        ];
+        let r = uniform(&[b, h, tq, d], 10, 1.0)?;
+        let ours: Op = &|t| kernels::attention(&t[0], &t[1], &t[2], &opts);
+        let slow: Op = &|t| reference::attention(&t[0], &t[1], &t[2], &opts);
+        let (of, ob) = fwd_bwd(a, ours, &inputs, &r)?;
+        let (sf, sb) = fwd_bwd(a, slow, &inputs, &r)?;
+        let name = format!("attn {b}x{h}x{tq}x{tk}");
+        println!(
+            "{name:<18} {of:9.3} {sf:9.3} {:7.2}x   {ob:9.3} {sb:9.3} {:7.2}x",
+            sf / of,
+            sb / ob
+        );
+    }
+    Ok(())
 }
 
 /// Nearest code by cosine: ours against scores = z·cᵀ (gemm) then argmax over K.
@@ -201,7 +233,7 @@ fn time(a: &BenchOpsArgs, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
 }
 
 /// A (shape) f32 tensor uniform in [-scale, scale) from a seeded LCG (no global RNG).
-fn uniform(shape: &[usize], seed: u64, scale: f32) -> Result<Tensor> {
+pub(super) fn uniform(shape: &[usize], seed: u64, scale: f32) -> Result<Tensor> {
     let n = shape.iter().product();
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let v: Vec<f32> = (0..n)

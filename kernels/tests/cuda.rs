@@ -1,0 +1,312 @@
+//! Every op on CUDA against the CPU path: forward and every gradient (the backward ops run on
+//! the GPU too), on odd shapes, strided and broadcast inputs, f32, f64, bf16 and f16, plus
+//! run-to-run reproducibility; VQ indices and scores bit for bit. Needs the `cuda` feature and
+//! a GPU (`cargo test -p cotyle-kernels --features cuda --test cuda`); without a GPU every test
+//! prints why it skips and passes.
+#![cfg(feature = "cuda")]
+
+mod common;
+
+use candle_core::{DType, Device, IndexOp, Result, Tensor, D};
+use common::*;
+use kernels::vq::{code_histogram, nearest_code};
+use kernels::RopeLayout;
+
+const EPS: f64 = 1e-5;
+
+/// (dtype, tolerance) of the CUDA-vs-CPU comparisons: f32 and f64 differ by summation order
+/// and fused multiply-adds only; bf16 and f16 results may round to neighbouring values.
+const DTYPES: [(DType, f64); 4] = [
+    (DType::F32, 1e-4),
+    (DType::F64, 1e-10),
+    (DType::BF16, 2e-2),
+    (DType::F16, 4e-3),
+];
+
+/// Shapes for the row ops: SHAPES plus rows wider than one block (1024 threads x 4) and more
+/// rows than one column-sum chunk.
+fn row_shapes() -> Vec<Vec<usize>> {
+    let mut s: Vec<Vec<usize>> = SHAPES.iter().map(|s| s.to_vec()).collect();
+    s.extend([vec![3, 5000], vec![300, 70], vec![2, 1, 3584]]);
+    s
+}
+
+/// Makes an op's inputs for a shape of x and a dtype.
+type Make<'a> = &'a dyn Fn(&[usize], DType) -> Result<Vec<Tensor>>;
+
+/// `op` over `make(shape, dtype)` on CUDA vs CPU for every shape and dtype, and over strided
+/// views (transposed, narrowed) of x in f32.
+fn check_op(name: &str, op: Op, make: Make, dev: &Device) -> Result<()> {
+    for shape in row_shapes() {
+        for (dtype, tol) in DTYPES {
+            let what = format!("{name} {shape:?} {dtype:?}");
+            check_cuda_matches_cpu(op, &make(&shape, dtype)?, dev, tol, &what)?;
+        }
+    }
+    for shape in [&[3usize, 7][..], &[2, 5, 33]] {
+        for (view_name, base, view) in view_cases(shape, 91, 2.0)? {
+            let mut t = make(shape, DType::F32)?;
+            t[0] = base;
+            let o = |v: &[Tensor]| {
+                let mut v = v.to_vec();
+                v[0] = view.apply(&v[0])?;
+                op(&v)
+            };
+            let what = format!("{name} {view_name} {shape:?}");
+            check_cuda_matches_cpu(&o, &t, dev, 1e-4, &what)?;
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn softmax_matches_cpu() -> Result<()> {
+    let Some(dev) = cuda_device("softmax") else {
+        return Ok(());
+    };
+    let op = |t: &[Tensor]| kernels::softmax_last_dim(&t[0]);
+    let make = |s: &[usize], dt| Ok(vec![tensor(s, 1, 4.0, dt)?]);
+    check_op("softmax", &op, &make, &dev)?;
+    // Masked entries, and a large logit.
+    let mut v = values(2 * 9, 50, 3.0);
+    for k in [1, 4, 8, 9, 10] {
+        v[k] = f64::NEG_INFINITY;
+    }
+    v[12] = 80.0;
+    let x = Tensor::from_vec(v, (2, 9), &Device::Cpu)?.to_dtype(DType::F32)?;
+    check_cuda_matches_cpu(&op, &[x], &dev, 1e-5, "masked softmax")
+}
+
+#[test]
+fn rms_norm_matches_cpu() -> Result<()> {
+    let Some(dev) = cuda_device("rms_norm") else {
+        return Ok(());
+    };
+    let op = |t: &[Tensor]| kernels::rms_norm(&t[0], &t[1], EPS);
+    let make = |s: &[usize], dt| {
+        let d = s[s.len() - 1];
+        Ok(vec![tensor(s, 2, 2.0, dt)?, weight(d, 3, dt)?])
+    };
+    check_op("rms_norm", &op, &make, &dev)
+}
+
+#[test]
+fn layer_norm_matches_cpu_with_and_without_bias() -> Result<()> {
+    let Some(dev) = cuda_device("layer_norm") else {
+        return Ok(());
+    };
+    let make = |s: &[usize], dt| {
+        let d = s[s.len() - 1];
+        Ok(vec![
+            (tensor(s, 4, 2.0, dt)? + 0.7)?,
+            weight(d, 5, dt)?,
+            tensor(&[d], 6, 0.5, dt)?,
+        ])
+    };
+    let op = |t: &[Tensor]| kernels::layer_norm(&t[0], &t[1], Some(&t[2]), EPS);
+    check_op("layer_norm", &op, &make, &dev)?;
+    let make_nb = |s: &[usize], dt| Ok(make(s, dt)?[..2].to_vec());
+    let op_nb = |t: &[Tensor]| kernels::layer_norm(&t[0], &t[1], None, EPS);
+    check_op("layer_norm without bias", &op_nb, &make_nb, &dev)
+}
+
+#[test]
+fn activations_match_cpu() -> Result<()> {
+    let Some(dev) = cuda_device("activations") else {
+        return Ok(());
+    };
+    let one = |s: &[usize], dt| Ok(vec![tensor(s, 7, 9.0, dt)?]);
+    let two = |s: &[usize], dt| Ok(vec![tensor(s, 8, 9.0, dt)?, tensor(s, 9, 3.0, dt)?]);
+    check_op("silu", &|t: &[Tensor]| kernels::silu(&t[0]), &one, &dev)?;
+    check_op(
+        "gelu_tanh",
+        &|t: &[Tensor]| kernels::gelu_tanh(&t[0]),
+        &one,
+        &dev,
+    )?;
+    let swiglu = |t: &[Tensor]| kernels::swiglu(&t[0], &t[1]);
+    check_op("swiglu", &swiglu, &two, &dev)?;
+    // Scalars, and tails where sigma saturates.
+    let x = Tensor::new(
+        &[-800f32, -60.0, -1e-3, 0.0, 1e-3, 60.0, 800.0],
+        &Device::Cpu,
+    )?;
+    for (name, op) in [
+        ("silu", &(|t: &[Tensor]| kernels::silu(&t[0])) as Op),
+        ("gelu_tanh", &|t: &[Tensor]| kernels::gelu_tanh(&t[0])),
+    ] {
+        check_cuda_matches_cpu(op, std::slice::from_ref(&x), &dev, 1e-5, name)?;
+        let s = Tensor::new(0.3f32, &Device::Cpu)?;
+        check_cuda_matches_cpu(op, &[s], &dev, 1e-5, &format!("{name} scalar"))?;
+    }
+    // A broadcast gate (stride 0).
+    let g = Tensor::new(&[0.5f32, -1.5, 2.0], &Device::Cpu)?;
+    let u = tensor(&[4, 3], 10, 2.0, DType::F32)?;
+    let o = |t: &[Tensor]| kernels::swiglu(&t[0].broadcast_as((4, 3))?, &t[1]);
+    check_cuda_matches_cpu(&o, &[g, u], &dev, 1e-5, "swiglu broadcast gate")
+}
+
+/// cos and sin tables (T, D/2) for positions p0.., as in Llama.
+fn tables(t: usize, d: usize, p0: usize, dtype: DType) -> Result<(Tensor, Tensor)> {
+    let h = d / 2;
+    let ang: Vec<f64> = (0..t * h)
+        .map(|k| (p0 + k / h) as f64 * 10000f64.powf(-2.0 * (k % h) as f64 / d as f64))
+        .collect();
+    let a = Tensor::from_vec(ang, (t, h), &Device::Cpu)?;
+    Ok((a.cos()?.to_dtype(dtype)?, a.sin()?.to_dtype(dtype)?))
+}
+
+#[test]
+fn rope_matches_cpu_in_both_layouts() -> Result<()> {
+    let Some(dev) = cuda_device("rope") else {
+        return Ok(());
+    };
+    for layout in [RopeLayout::Half, RopeLayout::Interleaved] {
+        for s in [
+            [1, 1, 1, 2],
+            [2, 3, 5, 6],
+            [1, 2, 7, 34],
+            [2, 1, 4, 64],
+            [1, 3, 3, 130],
+            [1, 2, 9, 600],
+        ] {
+            for (dtype, tol) in DTYPES {
+                let (c, sn) = tables(s[2], s[3], 3, dtype)?;
+                let x = tensor(&s, 11, 2.0, dtype)?;
+                // cos and sin get no gradient: not inputs of the check, moved to x's device.
+                let o = |t: &[Tensor]| {
+                    let on = |v: &Tensor| v.to_device(t[0].device());
+                    kernels::rope(&t[0], &on(&c)?, &on(&sn)?, layout)
+                };
+                let what = format!("rope {layout:?} {s:?} {dtype:?}");
+                check_cuda_matches_cpu(&o, &[x], &dev, tol, &what)?;
+            }
+        }
+        // x as (B, T, H, D).transpose(1, 2), tables narrowed to positions 5.. of a longer one.
+        let (b, h, t, d) = (2, 3, 6, 16);
+        let xt = tensor(&[b, t, h, d], 12, 2.0, DType::F32)?;
+        let (c, sn) = tables(t + 9, d, 0, DType::F32)?;
+        let o = |v: &[Tensor]| {
+            let on = |u: &Tensor| u.to_device(v[0].device())?.narrow(0, 5, t);
+            kernels::rope(&v[0].transpose(1, 2)?, &on(&c)?, &on(&sn)?, layout)
+        };
+        let what = format!("rope {layout:?} strided");
+        check_cuda_matches_cpu(&o, &[xt], &dev, 1e-5, &what)?;
+    }
+    Ok(())
+}
+
+/// Rows of `shape` (…, D) from the LCG, L2-normalised.
+fn unit(shape: &[usize], seed: u64) -> Result<Tensor> {
+    let x = tensor(shape, seed, 1.0, DType::F32)?;
+    x.broadcast_div(&x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?)
+}
+
+/// nearest_code on CUDA gives the CPU's indices and the CPU's scores, bit for bit.
+fn check_nearest(z: &Tensor, c: &Tensor, dev: &Device, what: &str) -> Result<()> {
+    let (i_cpu, b_cpu) = nearest_code(z, c)?;
+    let (i_dev, b_dev) = nearest_code(&z.to_device(dev)?, &c.to_device(dev)?)?;
+    assert!(
+        i_dev.device().same_device(dev),
+        "{what}: result not on the GPU"
+    );
+    assert_eq!(b_dev.dtype(), b_cpu.dtype(), "{what}: score dtype");
+    let bits = |t: &Tensor| -> Result<Vec<u64>> {
+        let v = t.to_device(&Device::Cpu)?.to_dtype(DType::F64)?;
+        Ok(v.to_vec1::<f64>()?.iter().map(|f| f.to_bits()).collect())
+    };
+    let (got, want) = (i_dev.to_vec1::<u32>()?, i_cpu.to_vec1::<u32>()?);
+    if let Some(r) = (0..got.len()).find(|&r| got[r] != want[r]) {
+        panic!("{what}: row {r}: CUDA index {} vs CPU {}", got[r], want[r]);
+    }
+    assert_eq!(bits(&b_dev)?, bits(&b_cpu)?, "{what}: scores differ");
+    Ok(())
+}
+
+#[test]
+fn nearest_code_matches_cpu_exactly() -> Result<()> {
+    let Some(dev) = cuda_device("vq::nearest_code") else {
+        return Ok(());
+    };
+    // Few rows (the codebook is split across blocks), many rows, odd sizes, D past one stage.
+    for (n, k, d) in [
+        (1, 1, 1),
+        (5, 3, 17),
+        (196, 1024, 64),
+        (200, 130, 17),
+        (4100, 1024, 64),
+        (97, 300, 200),
+    ] {
+        let (z, c) = (unit(&[n, d], 1)?, unit(&[k, d], 2)?);
+        check_nearest(&z, &c, &dev, &format!("nearest_code ({n}, {k}, {d})"))?;
+        // Duplicated codes make exact ties: the lowest index must win on both.
+        let cc = Tensor::cat(&[&c, &c], 0)?;
+        check_nearest(&z, &cc, &dev, &format!("nearest_code ties ({n}, {k}, {d})"))?;
+    }
+    // Strided inputs, other dtypes.
+    // z.t(): (64, 40), c.t(): (70, 40).
+    let (z, c) = (unit(&[40, 64], 3)?, unit(&[40, 70], 4)?);
+    check_nearest(&z.t()?, &c.t()?, &dev, "nearest_code transposed")?;
+    for dt in [DType::F64, DType::BF16, DType::F16] {
+        let (zd, cd) = (z.to_dtype(dt)?, c.t()?.contiguous()?.to_dtype(dt)?);
+        check_nearest(&zd.t()?, &cd, &dev, &format!("nearest_code {dt:?}"))?;
+    }
+    // A NaN row: index 0 and a NaN score on both.
+    let mut v = z
+        .t()?
+        .i(0..3)?
+        .contiguous()?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    v[..40].fill(f32::NAN);
+    let zn = Tensor::from_vec(v, (3, 40), &Device::Cpu)?;
+    let (i, b) = nearest_code(&zn.to_device(&dev)?, &c.t()?.to_device(&dev)?)?;
+    assert_eq!(i.to_vec1::<u32>()?[0], 0);
+    assert!(b.to_vec1::<f32>()?[0].is_nan());
+    check_nearest(&zn, &c.t()?, &dev, "nearest_code NaN row")
+}
+
+#[test]
+fn code_histogram_matches_cpu() -> Result<()> {
+    let Some(dev) = cuda_device("vq::code_histogram") else {
+        return Ok(());
+    };
+    let k = 37;
+    let idx: Vec<u32> = values(5000, 3, 1.0)
+        .iter()
+        .map(|v| ((v.abs() * 1e6) as u32) % k as u32)
+        .collect();
+    let idx = Tensor::from_vec(idx, 5000, &Device::Cpu)?;
+    for t in [
+        idx.clone(),
+        idx.to_dtype(DType::I64)?,
+        idx.reshape((50, 100))?.t()?.i(3)?,
+        idx.i(7..4007)?,
+    ] {
+        let want = code_histogram(&t, k)?.to_vec1::<i64>()?;
+        let got = code_histogram(&t.to_device(&dev)?, k)?;
+        assert_eq!(got.dtype(), DType::I64);
+        assert_eq!(got.to_vec1::<i64>()?, want);
+    }
+    // An index out of range: the same error as on the CPU, naming the first bad position.
+    let bad = Tensor::new(&[1i64, 40, 2, -3], &Device::Cpu)?;
+    let want = code_histogram(&bad, k).unwrap_err().to_string();
+    let got = code_histogram(&bad.to_device(&dev)?, k)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(got, want);
+    Ok(())
+}
+
+#[test]
+fn integer_inputs_are_errors_on_cuda() -> Result<()> {
+    let Some(dev) = cuda_device("dtype errors") else {
+        return Ok(());
+    };
+    let x = Tensor::new(&[1u32, 2, 3], &dev)?;
+    let err = kernels::softmax_last_dim(&x).unwrap_err().to_string();
+    assert!(err.contains("U32"), "{err}");
+    let err = kernels::silu(&x).unwrap_err().to_string();
+    assert!(err.contains("U32"), "{err}");
+    Ok(())
+}
