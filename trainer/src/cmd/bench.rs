@@ -1,6 +1,6 @@
 //! `trainer bench data`: decode + resize + normalise throughput from parquet, the Rust side of
 //! `benches/data_python.py` (pyarrow + Pillow + numpy on the same shards and settings);
-//! `trainer bench ops` lives in `bench_ops.rs`.
+//! `trainer bench ops` lives in `bench_ops.rs`, `trainer bench block` in `bench_block.rs`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -22,6 +22,8 @@ pub enum BenchCommand {
     /// Fused `kernels` ops against their slow candle references (forward, forward+backward),
     /// and VQ nearest-code throughput against matmul + argmax.
     Ops(super::bench_ops::BenchOpsArgs),
+    /// One transformer block's training step: fused kernels vs slow candle ops vs PyTorch.
+    Block(super::bench_block::BenchBlockArgs),
 }
 
 #[derive(Args)]
@@ -56,6 +58,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Data(a) => bench_data(a),
         BenchCommand::Ops(a) => super::bench_ops::run(a),
+        BenchCommand::Block(a) => super::bench_block::run(a),
     }
 }
 

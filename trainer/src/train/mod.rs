@@ -1,7 +1,16 @@
-//! Pieces every training loop shares (DESIGN.md, "Layout": `src/train/`). So far: the `train`
-//! config section; the optimiser, schedule, clipping, EMA and checkpoints join it with the
-//! first stage (issue 4).
+//! Pieces every training loop shares (DESIGN.md, "Layout": `src/train/`): the `train` config
+//! section, AdamW with checkpointable state and clipping, the learning-rate schedule,
+//! checkpoints (`checkpoint`), metric sinks (`metrics`, `tensorboard`), the progress display
+//! (`progress`) and the stop-signal flag (`stop`). EMA joins them with the first stage
+//! (issue 4).
 
+pub mod checkpoint;
 pub mod config;
+pub mod metrics;
+pub mod optim;
+pub mod progress;
+pub mod schedule;
+pub mod stop;
+pub mod tensorboard;
 
 pub use config::TrainConfig;
