@@ -12,6 +12,9 @@
 //! dtype (row 0 = m, row 1 = v), contiguous; the optimizer owns it and checkpoints it.
 //! The parameter must be contiguous (a `Var` is); the gradient may have any strides.
 //! CPU: f32 and f64, parallel over fixed blocks (results do not depend on the thread count).
+//! CUDA (`cuda` feature): f32 and f64, elementwise (`crate::cuda::adamw_moments`,
+//! `kernels/cuda/adamw.cu`), the same constants and unfused operations in the same order, so
+//! the same bits as the CPU.
 
 use crate::cpu::{self, Elem};
 use crate::simd::multiversion;
@@ -123,6 +126,23 @@ impl InPlace for f64 {
     }
 }
 
+/// The constants of `moments_block`, in f64 (rounded to the working precision by the caller,
+/// the same way on CPU and CUDA).
+fn moments_consts(s: &AdamWStep) -> [f64; 5] {
+    [s.beta1, 1.0 - s.beta1, s.beta2, 1.0 - s.beta2, s.grad_scale]
+}
+
+/// The constants of `apply_block`, in f64, as `moments_consts`.
+fn apply_consts(s: &AdamWStep) -> [f64; 4] {
+    let t = s.step as i32;
+    [
+        1.0 - s.lr * s.weight_decay,
+        s.lr / (1.0 - s.beta1.powi(t)),
+        1.0 / (1.0 - s.beta2.powi(t)),
+        s.eps,
+    ]
+}
+
 fn moments<T: InPlace>(
     s: &AdamWStep,
     st: &mut CpuStorage,
@@ -133,14 +153,7 @@ fn moments<T: InPlace>(
     let g = T::load(NAME, gs, gl)?;
     let mv = slice_mut::<T>(st, l, "moments")?;
     let (m, v) = mv.split_at_mut(g.len());
-    let f = |x: f64| T::from_f64(x);
-    let k = [
-        f(s.beta1),
-        f(1.0 - s.beta1),
-        f(s.beta2),
-        f(1.0 - s.beta2),
-        f(s.grad_scale),
-    ];
+    let k = moments_consts(s).map(T::from_f64);
     let tasks: Vec<_> = m.chunks_mut(BLOCK).zip(v.chunks_mut(BLOCK)).collect();
     cpu::par_tasks(tasks, |i, (m, v)| {
         let g = &g[i * BLOCK..i * BLOCK + m.len()];
@@ -159,14 +172,7 @@ fn apply<T: InPlace>(
     let mv = T::load(NAME, ms, ml)?;
     let p = slice_mut::<T>(ps, pl, "parameter")?;
     let (m, v) = mv.split_at(p.len());
-    let t = s.step as i32;
-    let f = |x: f64| T::from_f64(x);
-    let k = [
-        f(1.0 - s.lr * s.weight_decay),
-        f(s.lr / (1.0 - s.beta1.powi(t))),
-        f(1.0 / (1.0 - s.beta2.powi(t))),
-        f(s.eps),
-    ];
+    let k = apply_consts(s).map(T::from_f64);
     cpu::par_tasks(p.chunks_mut(BLOCK).collect(), |i, p| {
         let r = i * BLOCK..i * BLOCK + p.len();
         apply_block(p, &m[r.clone()], &v[r], &k)
@@ -198,6 +204,18 @@ impl InplaceOp2 for Moments {
         precision(dtype)?;
         cpu::by_precision!(NAME, dtype => moments(&self.0, s1, l1, s2, l2))
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &mut candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<()> {
+        precision(s2.dtype())?;
+        crate::cuda::adamw_moments(&moments_consts(&self.0), s1, l1, s2, l2)
+    }
 }
 
 impl InplaceOp2 for Apply {
@@ -215,6 +233,18 @@ impl InplaceOp2 for Apply {
         let dtype = s1.dtype();
         precision(dtype)?;
         cpu::by_precision!(NAME, dtype => apply(&self.0, s1, l1, s2, l2))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &mut candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<()> {
+        precision(s1.dtype())?;
+        crate::cuda::adamw_apply(&apply_consts(&self.0), s1, l1, s2, l2)
     }
 }
 

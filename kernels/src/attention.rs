@@ -53,8 +53,11 @@
 //! Tasks do not allocate: each thread keeps one scratch buffer, reused across tasks and calls.
 //!
 //! CPU: f32 and f64 (bf16/f16 computed in f32), any strides on q, k, v (for example
-//! projections permuted from (B, T, H, D)). CUDA: not yet (issue 3): candle's default
-//! `cuda_fwd` returns an error naming the op.
+//! projections permuted from (B, T, H, D)). CUDA (`cuda` feature): the same dtypes, strides and
+//! semantics, D up to 128 (an error beyond), flash-attention-2 style kernels
+//! (`crate::cuda::attention`, `kernels/cuda/attention.cu`): L is kept the same way, as a tensor
+//! on the GPU, and the backward's dq, dk and dv come from separate kernels that each recompute
+//! P, so every element has one writer (no float atomics; identical run to run).
 
 use crate::cpu::{self, Elem, Work};
 #[cfg(target_arch = "x86_64")]
@@ -251,8 +254,13 @@ impl Mask {
     fn new(mask: &Tensor, q: &Tensor, dims: &Dims) -> Result<Mask> {
         let mut md = check_mask(mask, q, dims)?;
         let mut t = mask.detach().reshape(&md[..])?;
-        if cpu::work(NAME, q.dtype())? == Work::F64 && t.dtype() != DType::F64 {
+        let work = cpu::work(NAME, q.dtype())?;
+        if work == Work::F64 && t.dtype() != DType::F64 {
             t = t.to_dtype(DType::F64)?;
+        } else if work == Work::F32 && t.dtype() != DType::F32 && q.device().is_cuda() {
+            // The CUDA kernels read the mask in the working precision only (exact: bf16 and
+            // f16 values are f32 values).
+            t = t.to_dtype(DType::F32)?;
         }
         if md[3] != dims.tk {
             // A mask broadcast over the keys: expand it so that rows are slices.
@@ -827,7 +835,8 @@ struct Attention {
     causal: bool,
     scale: f64,
     mask: Option<Mask>,
-    /// L (B, H, Tq) in the working precision, set by `cpu_fwd` for `bwd`.
+    /// L (B, H, Tq) in the working precision, on the device of the inputs, set by `cpu_fwd` or
+    /// `cuda_fwd` for `bwd`.
     lse: Mutex<Option<Tensor>>,
 }
 
@@ -948,6 +957,28 @@ impl CustomOp3 for Attention {
         Ok((o, l1.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let params = crate::cuda::AttentionParams {
+            dims: self.dims,
+            causal: self.causal,
+            scale: self.scale,
+            mask: self.mask.as_ref().map(|m| (&m.t, m.dims)),
+        };
+        let (o, lse) = crate::cuda::attention(&params, (s1, l1), (s2, l2), (s3, l3))?;
+        // L on the GPU, in the slot the CPU forward fills, for `bwd`.
+        *self.lse.lock().unwrap_or_else(|e| e.into_inner()) = Some(lse);
+        Ok((o, l1.shape().clone()))
+    }
+
     fn bwd(
         &self,
         q: &Tensor,
@@ -962,7 +993,7 @@ impl CustomOp3 for Attention {
         }
         let lse = self.lse.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let Some(lse) = lse else {
-            bail!("{NAME}: backward without a CPU forward (no saved log-sum-exp)");
+            bail!("{NAME}: backward without a forward (no saved log-sum-exp)");
         };
         let packed = q.apply_op3(
             k,
@@ -1322,6 +1353,30 @@ impl CustomOp3 for AttentionBackward {
         let dims = self.dims;
         let len = dims.b * (dims.h * dims.tq + 2 * dims.hkv * dims.tk) * dims.d;
         Ok((out, Shape::from_dims(&[len])))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let params = crate::cuda::AttentionParams {
+            dims: self.dims,
+            causal: self.causal,
+            scale: self.scale,
+            mask: self.mask.as_ref().map(|m| (&m.t, m.dims)),
+        };
+        let saved = crate::cuda::AttentionSaved {
+            o: &self.o,
+            d_o: &self.d_o,
+            lse: &self.lse,
+        };
+        crate::cuda::attention_bwd(&params, (s1, l1), (s2, l2), (s3, l3), &saved)
     }
 }
 

@@ -22,6 +22,8 @@
 //!   style (never forming the (B, H, Tq, Tk) scores), causal (bottom-right aligned, for KV
 //!   caches) and/or an additive mask, grouped-query kv heads ([`AttentionOpts`]); gradients
 //!   for q, k and v.
+//! - [`linear`]: y = x Wᵀ + b (torch.nn.Linear's (out, in) weight), matmuls by candle's own
+//!   gemm / cuBLAS, one op forward and one backward; gradients for x, weight and bias.
 //! - [`reference`]: the same ops composed of slow candle tensor ops (tests, benchmarks).
 //!
 //! Results do not depend on the thread count or on the SIMD build (fixed blocking and lane
@@ -29,11 +31,12 @@
 //! second derivative is an error, never a silent zero (RoPE's backward, a rotation, and
 //! SwiGLU's gradient for `up`, SwiGLU itself, have one).
 //!
-//! CUDA (the `cuda` feature): every op above but attention and AdamW runs on CUDA tensors too,
-//! forward and backward, from `kernels/cuda/*.cu` compiled at run time by NVRTC for the GPU
-//! at hand (`cuda/`); f32, f64, bf16 and f16, any strides, reproducible run to run.
+//! CUDA (the `cuda` feature): every op above runs on CUDA tensors too, forward and backward,
+//! from `kernels/cuda/*.cu` compiled at run time by NVRTC for the GPU at hand (`cuda/`); f32,
+//! f64, bf16 and f16 (AdamW: f32 and f64, as on the CPU), any strides, reproducible run to run
+//! (no float atomics). Attention takes head widths up to 128 on CUDA (an error beyond).
 //!
-//! Still to come (issue 3): CUDA attention, and `trainer bench block`.
+//! Still to come (issue 3): `trainer bench block`.
 
 mod activation;
 mod adamw;
@@ -42,6 +45,7 @@ mod cpu;
 #[cfg(feature = "cuda")]
 mod cuda;
 mod layer_norm;
+mod linear;
 pub mod reference;
 mod rms_norm;
 mod rope;
@@ -55,6 +59,7 @@ pub use activation::{gelu_tanh, silu, swiglu};
 pub use adamw::{adamw_step, AdamWStep};
 pub use attention::{attention, AttentionOpts};
 pub use layer_norm::layer_norm;
+pub use linear::linear;
 pub use rms_norm::rms_norm;
 pub use rope::{rope, RopeLayout};
 pub use softmax::softmax_last_dim;

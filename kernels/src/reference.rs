@@ -140,3 +140,20 @@ pub fn attention(
     }
     softmax_last_dim(&s)?.matmul(&v)
 }
+
+/// x Wᵀ + b from candle ops: x flattened to (N, in), a 2-D matmul with the transposed weight,
+/// a broadcast add, the leading dims restored; same shapes and checks as `kernels::linear`.
+/// x: (…, in), weight: (out, in), bias: (out) or none -> (…, out).
+pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    crate::linear::check(x, weight, bias)?;
+    let (out, inp) = weight.dims2()?;
+    let mut shape = x.dims().to_vec();
+    if let Some(last) = shape.last_mut() {
+        *last = out;
+    }
+    let y = x.reshape(((), inp))?.matmul(&weight.t()?)?;
+    match bias {
+        Some(b) => y.broadcast_add(b)?.reshape(shape),
+        None => y.reshape(shape),
+    }
+}

@@ -111,6 +111,36 @@ fn layer_norm_matches_cpu_with_and_without_bias() -> Result<()> {
 }
 
 #[test]
+fn linear_matches_cpu_with_and_without_bias() -> Result<()> {
+    let Some(dev) = cuda_device("linear") else {
+        return Ok(());
+    };
+    // 37 outputs: no multiple of a gemm tile; the weight scaled as torch.nn.Linear's init.
+    let make = |s: &[usize], dt| {
+        let inp = s[s.len() - 1];
+        Ok(vec![
+            tensor(s, 13, 1.0, dt)?,
+            tensor(&[37, inp], 14, 1.0 / (inp as f64).sqrt(), dt)?,
+            tensor(&[37], 15, 0.5, dt)?,
+        ])
+    };
+    let op = |t: &[Tensor]| kernels::linear(&t[0], &t[1], Some(&t[2]));
+    check_op("linear", &op, &make, &dev)?;
+    let make_nb = |s: &[usize], dt| Ok(make(s, dt)?[..2].to_vec());
+    let op_nb = |t: &[Tensor]| kernels::linear(&t[0], &t[1], None);
+    check_op("linear without bias", &op_nb, &make_nb, &dev)?;
+    // Leading dims that do not merge, a column-major weight, a bias with stride 2.
+    let t = [
+        tensor(&[5, 4, 33], 16, 1.0, DType::F32)?,
+        tensor(&[33, 37], 17, 0.2, DType::F32)?,
+        tensor(&[37, 2], 18, 0.5, DType::F32)?,
+    ];
+    let o =
+        |v: &[Tensor]| kernels::linear(&v[0].transpose(0, 1)?, &v[1].t()?, Some(&v[2].i((.., 1))?));
+    check_cuda_matches_cpu(&o, &t, &dev, 1e-4, "linear strided")
+}
+
+#[test]
 fn activations_match_cpu() -> Result<()> {
     let Some(dev) = cuda_device("activations") else {
         return Ok(());
@@ -308,5 +338,252 @@ fn integer_inputs_are_errors_on_cuda() -> Result<()> {
     assert!(err.contains("U32"), "{err}");
     let err = kernels::silu(&x).unwrap_err().to_string();
     assert!(err.contains("U32"), "{err}");
+    Ok(())
+}
+
+/// (dtype, tolerance) for attention: as DTYPES, with more room for bf16 and f16, whose
+/// gradients also go through the forward's rounded output (Dl = rowsum(dO * o)).
+const ATT_DTYPES: [(DType, f64); 4] = [
+    (DType::F32, 1e-4),
+    (DType::F64, 1e-10),
+    (DType::BF16, 3e-2),
+    (DType::F16, 1e-2),
+];
+
+/// q (B, H, Tq, D), k and v (B, Hkv, Tk, D) for sizes (B, H, Hkv, Tq, Tk, D).
+fn attention_inputs(s: [usize; 6], seed: u64, dtype: DType) -> Result<Vec<Tensor>> {
+    let [b, h, hkv, tq, tk, d] = s;
+    Ok(vec![
+        tensor(&[b, h, tq, d], seed, 1.0, dtype)?,
+        tensor(&[b, hkv, tk, d], seed + 1, 1.0, dtype)?,
+        tensor(&[b, hkv, tk, d], seed + 2, 1.0, dtype)?,
+    ])
+}
+
+/// Attention over t = [q, k, v] with these options; the mask (no gradient, not an input of
+/// the check) is moved to q's device.
+fn attention_op(
+    causal: bool,
+    scale: Option<f64>,
+    mask: Option<&Tensor>,
+) -> impl Fn(&[Tensor]) -> Result<Tensor> + Sync + '_ {
+    move |t: &[Tensor]| {
+        let mask = match mask {
+            Some(m) => Some(m.to_device(t[0].device())?),
+            None => None,
+        };
+        let opts = kernels::AttentionOpts {
+            causal,
+            scale,
+            mask: mask.as_ref(),
+        };
+        kernels::attention(&t[0], &t[1], &t[2], &opts)
+    }
+}
+
+#[test]
+fn attention_matches_cpu() -> Result<()> {
+    let Some(dev) = cuda_device("attention") else {
+        return Ok(());
+    };
+    // (B, H, Hkv, Tq, Tk, D), causal: T = 1, odd D, GQA, decoding over several key tiles,
+    // Tq < Tk and Tq > Tk (leading rows with no visible key) under bottom-right alignment,
+    // several query and key blocks, D = 100 and D = 128 (the widest; past 48 KiB of shared
+    // memory, so the opt-in path runs).
+    for (s, causal) in [
+        ([1, 1, 1, 1, 1, 1], false),
+        ([2, 3, 3, 5, 5, 7], true),
+        ([1, 4, 2, 9, 9, 33], true),
+        ([2, 2, 1, 1, 70, 16], true),
+        ([1, 2, 1, 70, 130, 20], true),
+        ([1, 2, 2, 70, 20, 16], true),
+        ([2, 4, 2, 37, 37, 64], true),
+        ([1, 1, 1, 33, 65, 100], false),
+        ([1, 2, 2, 40, 40, 128], false),
+        ([1, 2, 1, 17, 50, 128], true),
+    ] {
+        for (dtype, tol) in ATT_DTYPES {
+            let t = attention_inputs(s, 3, dtype)?;
+            let what = format!("attention {s:?} causal {causal} {dtype:?}");
+            check_cuda_matches_cpu(&attention_op(causal, None, None), &t, &dev, tol, &what)?;
+        }
+    }
+    // An explicit scale.
+    let t = attention_inputs([1, 2, 1, 20, 30, 24], 4, DType::F32)?;
+    let op = attention_op(true, Some(0.3), None);
+    check_cuda_matches_cpu(&op, &t, &dev, 1e-4, "attention scale 0.3")
+}
+
+#[test]
+fn attention_with_masks_matches_cpu() -> Result<()> {
+    let Some(dev) = cuda_device("attention masks") else {
+        return Ok(());
+    };
+    let mk = |shape: &[usize], v: Vec<f64>| -> Result<Tensor> {
+        Tensor::from_vec(v, shape, &Device::Cpu)?.to_dtype(DType::F32)
+    };
+    let (b, tq, tk) = (2, 40, 40);
+    // Window blocks of 16 (Tq, Tk), with row 3 masked entirely.
+    let mut w: Vec<f64> = (0..tq * tk)
+        .map(|x| match x / tk / 16 == x % tk / 16 {
+            true => 0.0,
+            false => f64::NEG_INFINITY,
+        })
+        .collect();
+    w[3 * tk..4 * tk].fill(f64::NEG_INFINITY);
+    let window = mk(&[tq, tk], w)?;
+    // Key padding (B, 1, 1, Tk): batch 1 sees no key at all.
+    let mut pad = vec![0.0; b * tk];
+    pad[tk - 5..tk].fill(f64::NEG_INFINITY);
+    pad[tk..].fill(f64::NEG_INFINITY);
+    let padding = mk(&[b, 1, 1, tk], pad)?;
+    // Finite biases: full (B, H, Tq, Tk), per key (Tk), per row broadcast over keys (Tq, 1).
+    let full = tensor(&[b, 4, tq, tk], 20, 2.0, DType::F32)?;
+    let keys = tensor(&[tk], 21, 2.0, DType::F32)?;
+    let rows = tensor(&[tq, 1], 22, 2.0, DType::F32)?;
+    let s = [b, 4, 2, tq, tk, 24];
+    for (name, mask) in [
+        ("window", &window),
+        ("padding", &padding),
+        ("full", &full),
+        ("keys", &keys),
+        ("rows", &rows),
+    ] {
+        for causal in [false, true] {
+            for (dtype, tol) in ATT_DTYPES {
+                let t = attention_inputs(s, 5, dtype)?;
+                let what = format!("attention mask {name} causal {causal} {dtype:?}");
+                let op = attention_op(causal, None, Some(mask));
+                check_cuda_matches_cpu(&op, &t, &dev, tol, &what)?;
+            }
+        }
+    }
+    // (B, 1, Tq, Tk) with Tq != Tk, causal, and a mask in q's dtype (bf16) rather than f32.
+    let s = [2, 2, 1, 12, 30, 16];
+    let m = tensor(&[2, 1, 12, 30], 23, 1.0, DType::F32)?;
+    let op = attention_op(true, None, Some(&m));
+    let t = attention_inputs(s, 6, DType::F32)?;
+    check_cuda_matches_cpu(&op, &t, &dev, 1e-4, "(B, 1, Tq, Tk)")?;
+    let mb = m.to_dtype(DType::BF16)?;
+    let op = attention_op(true, None, Some(&mb));
+    let t = attention_inputs(s, 6, DType::BF16)?;
+    check_cuda_matches_cpu(&op, &t, &dev, 3e-2, "bf16 mask")?;
+    // Rows with every key masked give exactly 0 and contribute no gradient, never NaN.
+    let t: Vec<Tensor> = attention_inputs([b, 4, 2, tq, tk, 24], 7, DType::F32)?
+        .iter()
+        .map(|x| x.to_device(&dev))
+        .collect::<Result<_>>()?;
+    let op = attention_op(false, None, Some(&window));
+    let r = tensor(&[b, 4, tq, 24], 8, 1.0, DType::F32)?.to_device(&dev)?;
+    let y = op(&t)?;
+    let g = grads(&op, &t, &r, "masked row")?;
+    check_grads_usable(&g, true, "masked row")?;
+    for (what, x) in [("output", &y), ("dq", &g[0])] {
+        let row = x.i((.., .., 3))?.abs()?.sum_all()?.to_scalar::<f32>()?;
+        assert_eq!(row, 0.0, "{what} of the masked row");
+    }
+    let op = attention_op(true, None, Some(&padding));
+    let y = op(&t)?;
+    let g = grads(&op, &t, &r, "masked batch")?;
+    for (what, x) in [("output", &y), ("dq", &g[0]), ("dk", &g[1]), ("dv", &g[2])] {
+        let v = x.i(1)?.abs()?.sum_all()?.to_scalar::<f32>()?;
+        assert_eq!(v, 0.0, "{what} of the masked batch");
+    }
+    Ok(())
+}
+
+#[test]
+fn attention_on_strided_inputs_matches_cpu() -> Result<()> {
+    let Some(dev) = cuda_device("attention strided") else {
+        return Ok(());
+    };
+    // q, k, v as (B, T, H, D) projections transposed to (B, H, T, D), and D narrowed out of
+    // wider rows: both compacted on the GPU before the kernels.
+    let (b, h, hkv, tq, tk, d) = (2, 4, 2, 19, 23, 24);
+    let t = vec![
+        tensor(&[b, tq, h, d], 30, 1.0, DType::F32)?,
+        tensor(&[b, tk, hkv, d], 31, 1.0, DType::F32)?,
+        tensor(&[b, hkv, tk, d + 5], 32, 1.0, DType::F32)?,
+    ];
+    for causal in [false, true] {
+        let op = |v: &[Tensor]| {
+            let opts = kernels::AttentionOpts {
+                causal,
+                ..Default::default()
+            };
+            let q = v[0].transpose(1, 2)?;
+            let k = v[1].transpose(1, 2)?;
+            let vv = v[2].narrow(3, 2, d)?;
+            kernels::attention(&q, &k, &vv, &opts)
+        };
+        let what = format!("attention strided causal {causal}");
+        check_cuda_matches_cpu(&op, &t, &dev, 1e-4, &what)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn attention_past_the_widest_head_is_an_error_on_cuda() -> Result<()> {
+    let Some(dev) = cuda_device("attention D > 128") else {
+        return Ok(());
+    };
+    let t: Vec<Tensor> = attention_inputs([1, 1, 1, 3, 3, 130], 40, DType::F32)?
+        .iter()
+        .map(|x| x.to_device(&dev))
+        .collect::<Result<_>>()?;
+    let err = attention_op(false, None, None)(&t).unwrap_err().to_string();
+    assert!(err.contains("at most 128"), "{err}");
+    Ok(())
+}
+
+#[test]
+fn adamw_matches_cpu_over_steps() -> Result<()> {
+    use kernels::{adamw_step, AdamWStep};
+    let Some(dev) = cuda_device("adamw") else {
+        return Ok(());
+    };
+    // Several grid-stride rounds' worth of elements (not a multiple of the block), a strided
+    // gradient, a gradient scale and weight decay. The kernels do the CPU's unfused operations
+    // in its order, so the results are expected to be identical; checked to 1e-6 (f32).
+    let (rows, cols) = (123, 457);
+    for (dtype, tol) in [(DType::F32, 1e-6), (DType::F64, 1e-12)] {
+        let p0 = tensor(&[rows, cols], 50, 1.0, dtype)?;
+        let p_cpu = candle_core::Var::from_tensor(&p0)?;
+        let p_dev = candle_core::Var::from_tensor(&p0.to_device(&dev)?)?;
+        let m_cpu = Tensor::zeros((2, rows * cols), dtype, &Device::Cpu)?;
+        let m_dev = Tensor::zeros((2, rows * cols), dtype, &dev)?;
+        for step in 1..=5u64 {
+            let g = tensor(&[cols, rows], 50 + step, 2.0, dtype)?;
+            let s = AdamWStep {
+                lr: 1e-2,
+                beta1: 0.9,
+                beta2: 0.95,
+                eps: 1e-8,
+                weight_decay: if step == 3 { 0.0 } else { 0.1 },
+                step,
+                grad_scale: if step % 2 == 0 { 0.7 } else { 1.0 },
+            };
+            adamw_step(&p_cpu, &g.t()?, &m_cpu, &s)?;
+            adamw_step(&p_dev, &g.to_device(&dev)?.t()?, &m_dev, &s)?;
+        }
+        assert!(p_dev.device().same_device(&dev) && m_dev.device().same_device(&dev));
+        let what = format!("adamw {dtype:?}");
+        assert_close(&p_dev.to_device(&Device::Cpu)?, &p_cpu, tol, &what)?;
+        assert_close(&m_dev.to_device(&Device::Cpu)?, &m_cpu, tol, &what)?;
+    }
+    // bf16 master weights are an error on CUDA too.
+    let p = candle_core::Var::zeros(4, DType::BF16, &dev)?;
+    let z = Tensor::zeros(4, DType::BF16, &dev)?;
+    let s = AdamWStep {
+        lr: 0.1,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.0,
+        step: 1,
+        grad_scale: 1.0,
+    };
+    let err = adamw_step(&p, &z, &Tensor::zeros((2, 4), DType::BF16, &dev)?, &s).unwrap_err();
+    assert!(err.to_string().contains("f32 or f64"), "{err}");
     Ok(())
 }

@@ -12,10 +12,14 @@
 //! never float atomics), so results are identical run to run. They are close to, not
 //! bit-identical with, the CPU path (other summation orders, fused multiply-adds); VQ scores
 //! are the exception: the same sequential, unfused sums as the CPU, so indices and scores match
-//! exactly.
+//! exactly; and so is AdamW (`InplaceOp2`s, their `cuda_fwd` also here): the same unfused
+//! elementwise formula, so the same bits.
 
 mod activation;
+mod adamw;
+mod attention;
 mod layer_norm;
+mod linear;
 mod nvrtc;
 mod rms_norm;
 mod rope;
@@ -23,7 +27,12 @@ mod softmax;
 pub(crate) mod vq;
 
 pub(crate) use activation::{silu_gelu, silu_gelu_grad, swiglu, swiglu_dgate};
+pub(crate) use adamw::{adamw_apply, adamw_moments};
+pub(crate) use attention::{
+    attention, attention_bwd, Params as AttentionParams, Saved as AttentionSaved,
+};
 pub(crate) use layer_norm::{layer_norm, layer_norm_grad_wb, layer_norm_grad_x};
+pub(crate) use linear::{linear_add_bias, linear_col_sums, linear_concat};
 pub(crate) use rms_norm::{rms_norm, rms_norm_grad_w, rms_norm_grad_x};
 pub(crate) use rope::rope;
 pub(crate) use softmax::{softmax, softmax_bwd};

@@ -14,7 +14,7 @@
 
 use candle_core::cuda_backend::{CudaDevice, DeviceId};
 use candle_core::{Error, Result};
-use cudarc::driver::sys::CUdevice_attribute;
+use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
 use cudarc::driver::{CudaFunction, CudaStream, LaunchArgs};
 use cudarc::nvrtc::{compile_ptx_with_opts, CompileError, CompileOptions};
 use std::collections::HashMap;
@@ -54,6 +54,11 @@ pub(crate) const LAYER_NORM: Program = Program {
     module: "cotyle-layer-norm",
     src: include_str!("../../cuda/layer_norm.cu"),
 };
+pub(crate) const LINEAR: Program = Program {
+    file: "linear.cu",
+    module: "cotyle-linear",
+    src: include_str!("../../cuda/linear.cu"),
+};
 pub(crate) const ACTIVATION: Program = Program {
     file: "activation.cu",
     module: "cotyle-activation",
@@ -69,6 +74,16 @@ pub(crate) const VQ: Program = Program {
     module: "cotyle-vq",
     src: include_str!("../../cuda/vq.cu"),
 };
+pub(crate) const ATTENTION: Program = Program {
+    file: "attention.cu",
+    module: "cotyle-attention",
+    src: include_str!("../../cuda/attention.cu"),
+};
+pub(crate) const ADAMW: Program = Program {
+    file: "adamw.cu",
+    module: "cotyle-adamw",
+    src: include_str!("../../cuda/adamw.cu"),
+};
 
 /// A loaded kernel and the stream of the device it runs on (candle's own `CudaFunc`, whose
 /// type candle does not export).
@@ -81,6 +96,33 @@ impl Kernel {
     /// A launch on candle's stream of the device, so it is ordered with candle's own ops.
     pub(crate) fn builder(&self) -> LaunchArgs<'_> {
         self.stream.launch_builder(&self.func)
+    }
+
+    /// Lets launches of this kernel take `bytes` of dynamic shared memory. Up to 48 KiB every
+    /// GPU grants; beyond, a kernel must opt in, up to the device's limit (an error naming
+    /// `what` past it). The opt-in is to the limit itself, not to `bytes`, so that threads
+    /// launching one kernel with different sizes cannot undo each other's opt-in.
+    pub(crate) fn allow_shared(&self, what: &str, bytes: usize) -> Result<()> {
+        const DEFAULT: usize = 48 << 10;
+        if bytes <= DEFAULT {
+            return Ok(());
+        }
+        let err = |e: cudarc::driver::DriverError| {
+            Error::Msg(format!("cotyle kernels: shared memory for {what}: {e}"))
+        };
+        let ctx = self.stream.context();
+        let attr = CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN;
+        let max = ctx.attribute(attr).map_err(err)?.max(0) as usize;
+        let fixed = self.func.shared_size_bytes().map_err(err)?.max(0) as usize;
+        let limit = max.saturating_sub(fixed);
+        if bytes > limit {
+            return Err(Error::Msg(format!(
+                "{what}: needs {bytes} bytes of shared memory per block; this GPU allows {limit}"
+            )));
+        }
+        ctx.bind_to_thread().map_err(err)?;
+        let attr = CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES;
+        self.func.set_attribute(attr, limit as i32).map_err(err)
     }
 }
 

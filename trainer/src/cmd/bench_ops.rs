@@ -74,7 +74,7 @@ pub fn run(a: BenchOpsArgs) -> Result<()> {
             "layer_norm",
             &|t| kernels::layer_norm(&t[0], &t[1], Some(&t[2]), EPS),
             &|t| reference::layer_norm(&t[0], &t[1], Some(&t[2]), EPS),
-            vec![x, w, b],
+            vec![x.clone(), w, b],
         ),
     ];
     for (name, ours, slow, inputs) in ops {
@@ -86,8 +86,35 @@ pub fn run(a: BenchOpsArgs) -> Result<()> {
             sb / ob
         );
     }
+    linear(&a, &x)?;
     attention(&a)?;
     vq(&a)
+}
+
+/// `kernels::linear` against `reference::linear` (reshape, matmul with Wᵀ, broadcast add) for
+/// x (rows, dim) -> 4 * dim (an MLP's first layer), weight and bias as torch.nn.Linear's init.
+/// Both run the same matmuls; the difference is the bias add and candle's autograd bookkeeping.
+fn linear(a: &BenchOpsArgs, x: &Tensor) -> Result<()> {
+    let (rows, dim) = x.dims2()?;
+    let out = 4 * dim;
+    let k = 1.0 / (dim as f32).sqrt();
+    let inputs = [
+        x.clone(),
+        uniform(&[out, dim], 11, k)?,
+        uniform(&[out], 12, k)?,
+    ];
+    let r = uniform(&[rows, out], 13, 1.0)?;
+    let ours: Op = &|t| kernels::linear(&t[0], &t[1], Some(&t[2]));
+    let slow: Op = &|t| reference::linear(&t[0], &t[1], Some(&t[2]));
+    let (of, ob) = fwd_bwd(a, ours, &inputs, &r)?;
+    let (sf, sb) = fwd_bwd(a, slow, &inputs, &r)?;
+    let name = format!("linear {dim}->{out}");
+    println!(
+        "{name:<18} {of:9.3} {sf:9.3} {:7.2}x   {ob:9.3} {sb:9.3} {:7.2}x",
+        sf / of,
+        sb / ob
+    );
+    Ok(())
 }
 
 /// Fused causal attention against `reference::attention` (matmul, causal mask, softmax,
