@@ -1,0 +1,55 @@
+#![cfg_attr(not(test), allow(dead_code))] // used by the codebook stage (issue 4)
+//! The two parameterised layers every model here shares, on the `kernels` ops (which have a
+//! backward, unlike candle's fused norms; DESIGN.md, "Rules of the house"). Parameter names
+//! are those of `torch.nn.Linear` and the Hugging Face RMSNorm modules (`weight`, `bias`), so
+//! a `VarBuilder` over a HF checkpoint loads them as they are.
+
+use candle_core::{Result, Tensor};
+use candle_nn::VarBuilder;
+
+/// `torch.nn.Linear`: y = x Wᵀ + b, weight (out, in), optional bias (out).
+#[derive(Debug, Clone)]
+pub struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// Loads `weight` (out, inp) and, when `bias`, `bias` (out) under `vb`.
+    pub fn new(vb: VarBuilder, inp: usize, out: usize, bias: bool) -> Result<Self> {
+        let weight = vb.get((out, inp), "weight")?;
+        let bias = if bias {
+            Some(vb.get(out, "bias")?)
+        } else {
+            None
+        };
+        Ok(Linear { weight, bias })
+    }
+
+    /// x: (…, in) -> (…, out).
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        kernels::linear(x, &self.weight, self.bias.as_ref())
+    }
+}
+
+/// RMSNorm over the last dim with a gain `weight` (D) (HF `Qwen2RMSNorm`, T5's LayerNorm).
+#[derive(Debug, Clone)]
+pub struct RmsNorm {
+    weight: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    /// Loads `weight` (dim) under `vb`.
+    pub fn new(vb: VarBuilder, dim: usize, eps: f64) -> Result<Self> {
+        Ok(RmsNorm {
+            weight: vb.get(dim, "weight")?,
+            eps,
+        })
+    }
+
+    /// x: (…, D) -> (…, D).
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        kernels::rms_norm(x, &self.weight, self.eps)
+    }
+}

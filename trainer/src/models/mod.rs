@@ -1,0 +1,32 @@
+//! Model definitions only: no loops, no files (DESIGN.md, "Layout" and "Rules of the house").
+//! Each model is `new(cfg, vb)` with `vb.pp(..)` paths that mirror the reference checkpoint's
+//! tensor names, so real weights load without renaming.
+//!
+//! - [`vision`]: the Qwen2.5-VL vision tower (the frozen feature extractor of the codebook).
+//! - [`layers`]: `Linear` and `RmsNorm` on the `kernels` ops.
+
+pub mod layers;
+pub mod vision;
+
+use std::collections::HashMap;
+
+use candle_core::{Result, Tensor, Var};
+use candle_nn::VarMap;
+
+/// A `VarMap` holding `tensors` as trainable variables under their names: the trainable
+/// build of a model is `VarBuilder::from_varmap(&varmap_from(init)?, dtype, dev)`, and the
+/// optimiser takes the varmap's `(name, Var)` pairs.
+#[cfg_attr(not(test), allow(dead_code))] // used by the codebook stage (issue 4)
+pub fn varmap_from(tensors: HashMap<String, Tensor>) -> Result<VarMap> {
+    let varmap = VarMap::new();
+    {
+        let mut data = varmap
+            .data()
+            .lock()
+            .expect("a fresh VarMap's lock is not poisoned");
+        for (name, t) in tensors {
+            data.insert(name, Var::from_tensor(&t)?);
+        }
+    }
+    Ok(varmap)
+}
