@@ -58,6 +58,11 @@
 //! (`crate::cuda::attention`, `kernels/cuda/attention.cu`): L is kept the same way, as a tensor
 //! on the GPU, and the backward's dq, dk and dv come from separate kernels that each recompute
 //! P, so every element has one writer (no float atomics; identical run to run).
+//!
+//! [`attention_packed`] (`attention/packed.rs`) runs the same kernels, forward and backward,
+//! on the packed output of one fused q/k/v projection (B, T, (H + 2 Hkv) D) -> (B, T, H D),
+//! with optional RoPE on q and k, so that models need no graph nodes to split and merge heads;
+//! both ops hold a [`Spec`] (sizes, options, mask) that runs the kernels on dense buffers.
 
 use crate::cpu::{self, Elem, Work};
 #[cfg(target_arch = "x86_64")]
@@ -68,8 +73,10 @@ use candle_core::{
     bail, CpuStorage, CustomOp3, DType, Device, Error, Layout, Result, Shape, Storage, Tensor,
     WithDType,
 };
-use std::borrow::Cow;
 use std::sync::Mutex;
+
+mod packed;
+pub use packed::attention_packed;
 
 const NAME: &str = "attention";
 /// Query rows per forward task and per backward query block.
@@ -104,23 +111,11 @@ pub struct AttentionOpts<'a> {
 /// inputs of different dtypes or devices.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, opts: &AttentionOpts) -> Result<Tensor> {
     let dims = check(q, k, v)?;
-    // (D = 0 has no products to scale.)
-    let scale = opts.scale.unwrap_or(1.0 / (dims.d.max(1) as f64).sqrt());
-    if !scale.is_finite() {
-        bail!("{NAME}: scale must be finite, got {scale}");
-    }
-    let mask = match opts.mask {
-        Some(m) => Some(Mask::new(m, q, &dims)?),
-        None => None,
-    };
     q.apply_op3(
         k,
         v,
         Attention {
-            dims,
-            causal: opts.causal,
-            scale,
-            mask,
+            spec: Spec::new(dims, opts, ("q", q))?,
             lse: Mutex::new(None),
         },
     )
@@ -208,14 +203,19 @@ pub(crate) fn check(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Dims> {
     })
 }
 
-/// Errors unless `mask` broadcasts to (B, H, Tq, Tk) and has q's dtype or f32 and q's device;
-/// returns its dims padded to rank 4 with leading 1s.
-pub(crate) fn check_mask(mask: &Tensor, q: &Tensor, dims: &Dims) -> Result<[usize; 4]> {
+/// Errors unless `mask` broadcasts to (B, H, Tq, Tk) and has q's dtype or f32 and q's device
+/// (`q_name` names q in the messages: q, or `attention_packed`'s qkv); returns its dims padded
+/// to rank 4 with leading 1s.
+pub(crate) fn check_mask(
+    mask: &Tensor,
+    (q_name, q): (&str, &Tensor),
+    dims: &Dims,
+) -> Result<[usize; 4]> {
     let want = [dims.b, dims.h, dims.tq, dims.tk];
     let bad = || {
         Error::Msg(format!(
             "{NAME}: the mask has shape {:?}, which does not broadcast to (B, H, Tq, Tk) = {want:?} \
-             (q {:?}; e.g. (Tq, Tk), (B, 1, Tq, Tk), (B, H, Tq, Tk), (B, 1, 1, Tk))",
+             ({q_name} {:?}; e.g. (Tq, Tk), (B, 1, Tq, Tk), (B, H, Tq, Tk), (B, 1, 1, Tk))",
             mask.dims(),
             q.dims()
         ))
@@ -230,13 +230,13 @@ pub(crate) fn check_mask(mask: &Tensor, q: &Tensor, dims: &Dims) -> Result<[usiz
     }
     if mask.dtype() != q.dtype() && mask.dtype() != DType::F32 {
         bail!(
-            "{NAME}: the mask has dtype {:?}; it must be q's dtype {:?} or F32",
+            "{NAME}: the mask has dtype {:?}; it must be {q_name}'s dtype {:?} or F32",
             mask.dtype(),
             q.dtype()
         );
     }
     if !mask.device().same_device(q.device()) {
-        bail!("{NAME}: the mask and q are on different devices");
+        bail!("{NAME}: the mask and {q_name} are on different devices");
     }
     Ok(md)
 }
@@ -251,8 +251,8 @@ struct Mask {
 }
 
 impl Mask {
-    fn new(mask: &Tensor, q: &Tensor, dims: &Dims) -> Result<Mask> {
-        let mut md = check_mask(mask, q, dims)?;
+    fn new(mask: &Tensor, (q_name, q): (&str, &Tensor), dims: &Dims) -> Result<Mask> {
+        let mut md = check_mask(mask, (q_name, q), dims)?;
         let mut t = mask.detach().reshape(&md[..])?;
         let work = cpu::work(NAME, q.dtype())?;
         if work == Work::F64 && t.dtype() != DType::F64 {
@@ -829,43 +829,55 @@ fn fwd_blocked<T: Real>(
     }
 }
 
-/// Forward: (q, k, v) -> o, keeping L in `lse`.
-struct Attention {
+/// What a call computes besides its inputs: the sizes, the options (scale resolved) and the
+/// mask as the kernels read it. The forward and backward ops of `attention` and of
+/// `attention_packed` (`packed.rs`) carry one each and run the same kernels through it.
+#[derive(Clone)]
+struct Spec {
     dims: Dims,
     causal: bool,
     scale: f64,
     mask: Option<Mask>,
-    /// L (B, H, Tq) in the working precision, on the device of the inputs, set by `cpu_fwd` or
-    /// `cuda_fwd` for `bwd`.
-    lse: Mutex<Option<Tensor>>,
 }
 
-type Input<'a> = (&'a CpuStorage, &'a Layout);
+impl Spec {
+    /// Resolves the scale (an error unless finite) and checks the mask against `q` (named
+    /// `q_name` in messages).
+    fn new(dims: Dims, opts: &AttentionOpts, q: (&str, &Tensor)) -> Result<Spec> {
+        // (D = 0 has no products to scale.)
+        let scale = opts.scale.unwrap_or(1.0 / (dims.d.max(1) as f64).sqrt());
+        if !scale.is_finite() {
+            bail!("{NAME}: scale must be finite, got {scale}");
+        }
+        let mask = match opts.mask {
+            Some(m) => Some(Mask::new(m, q, &dims)?),
+            None => None,
+        };
+        Ok(Spec {
+            dims,
+            causal: opts.causal,
+            scale,
+            mask,
+        })
+    }
 
-/// Errors unless the layouts of q, k, v are those `attention` checked.
-fn expect_qkv(dims: &Dims, q: &Layout, k: &Layout, v: &Layout) -> Result<()> {
-    let Dims {
-        b,
-        h,
-        hkv,
-        tq,
-        tk,
-        d,
-    } = *dims;
-    cpu::expect_dims(NAME, "q", q, &[b, h, tq, d])?;
-    cpu::expect_dims(NAME, "k", k, &[b, hkv, tk, d])?;
-    cpu::expect_dims(NAME, "v", v, &[b, hkv, tk, d])
-}
+    /// Runs `f` with the mask loaded in the working precision (None without a mask).
+    fn with_mask<T: Work2, R>(&self, f: impl FnOnce(Option<&MaskView<T>>) -> R) -> Result<R> {
+        let Some(m) = &self.mask else {
+            return Ok(f(None));
+        };
+        let (s, l) = m.t.storage_and_layout();
+        let data = T::load(NAME, cpu_storage(&s, "the mask")?, l)?;
+        Ok(f(Some(&MaskView {
+            data: &data,
+            dims: m.dims,
+        })))
+    }
 
-impl Attention {
-    fn fwd<T: Work2>(
-        &self,
-        (qs, ql): Input,
-        (ks, kl): Input,
-        (vs, vl): Input,
-    ) -> Result<CpuStorage> {
+    /// The CPU forward on dense row-major q (B, H, Tq, D), k, v (B, Hkv, Tk, D): o
+    /// (B, H, Tq, D) and L (B, H, Tq).
+    fn forward<T: Work2>(&self, q: &[T], k: &[T], v: &[T]) -> Result<(Vec<T>, Vec<T>)> {
         let dims = self.dims;
-        expect_qkv(&dims, ql, kl, vl)?;
         let Dims {
             b,
             h,
@@ -876,25 +888,11 @@ impl Attention {
         } = dims;
         let mut o = vec![T::ZERO; b * h * tq * d];
         let mut lse = vec![T::NEG_INF; b * h * tq];
-        if !o.is_empty() {
-            let (q, k, v) = (
-                T::load(NAME, qs, ql)?,
-                T::load(NAME, ks, kl)?,
-                T::load(NAME, vs, vl)?,
-            );
-            let mask_guard = self
-                .mask
-                .as_ref()
-                .map(|m| (m.t.storage_and_layout(), m.dims));
-            let mask_data = match &mask_guard {
-                Some(((s, l), _)) => Some(T::load(NAME, cpu_storage(s, "the mask")?, l)?),
-                None => None,
-            };
-            let mask = match (&mask_data, &mask_guard) {
-                (Some(data), Some((_, dims))) => Some(MaskView { data, dims: *dims }),
-                _ => None,
-            };
-            let (scale, group) = (<T as Real>::from_f64(self.scale), dims.group());
+        if o.is_empty() {
+            return Ok((o, lse));
+        }
+        let (scale, group) = (<T as Real>::from_f64(self.scale), dims.group());
+        self.with_mask(|mask: Option<&MaskView<T>>| {
             let tasks: Vec<_> = o
                 .chunks_mut(tq * d)
                 .zip(lse.chunks_mut(tq))
@@ -920,7 +918,7 @@ impl Attention {
                     q: &q[(*bh * tq + *i0) * d..(*bh * tq + *i0 + nr) * d],
                     k: &k[kv..kv + tk * d],
                     v: &v[kv..kv + tk * d],
-                    mask: mask.as_ref(),
+                    mask,
                 };
                 let mut l = vec![T::ZERO; nr];
                 with_scratch(task.scratch_len(nr), |s| fwd_task(&task, o, lse, &mut l, s));
@@ -928,9 +926,77 @@ impl Attention {
                     *m = if l > T::ZERO { *m + l.ln() } else { T::NEG_INF };
                 }
             });
+        })?;
+        Ok((o, lse))
+    }
+
+    /// The CUDA kernels' view of this call.
+    #[cfg(feature = "cuda")]
+    fn params(&self) -> crate::cuda::AttentionParams<'_> {
+        crate::cuda::AttentionParams {
+            dims: self.dims,
+            causal: self.causal,
+            scale: self.scale,
+            mask: self.mask.as_ref().map(|m| (&m.t, m.dims)),
         }
-        let lse = Tensor::from_vec(lse, (b, h, tq), &Device::Cpu)?;
-        *self.lse.lock().unwrap_or_else(|e| e.into_inner()) = Some(lse);
+    }
+}
+
+/// Forward: (q, k, v) -> o, keeping L in `lse`.
+struct Attention {
+    spec: Spec,
+    /// L (B, H, Tq) in the working precision, on the device of the inputs, set by `cpu_fwd` or
+    /// `cuda_fwd` for `bwd`.
+    lse: Mutex<Option<Tensor>>,
+}
+
+type Input<'a> = (&'a CpuStorage, &'a Layout);
+
+/// Errors unless the layouts of q, k, v are those `attention` checked.
+fn expect_qkv(dims: &Dims, q: &Layout, k: &Layout, v: &Layout) -> Result<()> {
+    let Dims {
+        b,
+        h,
+        hkv,
+        tq,
+        tk,
+        d,
+    } = *dims;
+    cpu::expect_dims(NAME, "q", q, &[b, h, tq, d])?;
+    cpu::expect_dims(NAME, "k", k, &[b, hkv, tk, d])?;
+    cpu::expect_dims(NAME, "v", v, &[b, hkv, tk, d])
+}
+
+/// Keeps the forward's L (CPU or GPU tensor) in an op's slot for `bwd`.
+fn keep_lse(slot: &Mutex<Option<Tensor>>, lse: Tensor) {
+    *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(lse);
+}
+
+/// The L an op's forward kept, or an error when `bwd` runs without one.
+fn saved_lse(slot: &Mutex<Option<Tensor>>) -> Result<Tensor> {
+    match slot.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+        Some(lse) => Ok(lse),
+        None => bail!("{NAME}: backward without a forward (no saved log-sum-exp)"),
+    }
+}
+
+impl Attention {
+    fn fwd<T: Work2>(
+        &self,
+        (qs, ql): Input,
+        (ks, kl): Input,
+        (vs, vl): Input,
+    ) -> Result<CpuStorage> {
+        let dims = self.spec.dims;
+        expect_qkv(&dims, ql, kl, vl)?;
+        let (q, k, v) = (
+            T::load(NAME, qs, ql)?,
+            T::load(NAME, ks, kl)?,
+            T::load(NAME, vs, vl)?,
+        );
+        let (o, lse) = self.spec.forward(&q, &k, &v)?;
+        let lse = Tensor::from_vec(lse, (dims.b, dims.h, dims.tq), &Device::Cpu)?;
+        keep_lse(&self.lse, lse);
         Ok(T::store(o, qs.dtype()))
     }
 }
@@ -967,15 +1033,10 @@ impl CustomOp3 for Attention {
         s3: &candle_core::CudaStorage,
         l3: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        let params = crate::cuda::AttentionParams {
-            dims: self.dims,
-            causal: self.causal,
-            scale: self.scale,
-            mask: self.mask.as_ref().map(|m| (&m.t, m.dims)),
-        };
+        let params = self.spec.params();
         let (o, lse) = crate::cuda::attention(&params, (s1, l1), (s2, l2), (s3, l3))?;
         // L on the GPU, in the slot the CPU forward fills, for `bwd`.
-        *self.lse.lock().unwrap_or_else(|e| e.into_inner()) = Some(lse);
+        keep_lse(&self.lse, lse);
         Ok((o, l1.shape().clone()))
     }
 
@@ -991,21 +1052,14 @@ impl CustomOp3 for Attention {
         if track == [false; 3] {
             return Ok((None, None, None));
         }
-        let lse = self.lse.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let Some(lse) = lse else {
-            bail!("{NAME}: backward without a forward (no saved log-sum-exp)");
-        };
         let packed = q.apply_op3(
             k,
             v,
             AttentionBackward {
-                dims: self.dims,
-                causal: self.causal,
-                scale: self.scale,
-                mask: self.mask.clone(),
+                spec: self.spec.clone(),
                 o: res.clone(),
                 d_o: grad_res.clone(),
-                lse,
+                lse: saved_lse(&self.lse)?,
             },
         )?;
         let (nq, nkv) = (q.elem_count(), k.elem_count());
@@ -1205,14 +1259,100 @@ impl<T> BwdTask<'_, T> {
     }
 }
 
+impl Spec {
+    /// The CPU backward on dense row-major q (B, H, Tq, D), k, v (B, Hkv, Tk, D) and the
+    /// forward's o, its gradient dO (B, H, Tq, D) and L (B, H, Tq): dq, dk, dv flattened and
+    /// concatenated.
+    fn backward<T: Work2>(
+        &self,
+        q: &[T],
+        k: &[T],
+        v: &[T],
+        o: &[T],
+        d_o: &[T],
+        lse: &[T],
+    ) -> Result<Vec<T>> {
+        let dims = self.dims;
+        let Dims {
+            b,
+            h,
+            hkv,
+            tq,
+            tk,
+            d,
+        } = dims;
+        let (nq, nkv) = (b * h * tq * d, b * hkv * tk * d);
+        let mut out = vec![T::ZERO; nq + 2 * nkv];
+        if nq == 0 || nkv == 0 {
+            return Ok(out);
+        }
+        self.with_mask(|mask: Option<&MaskView<T>>| {
+            // Key chunks per (b, kv head): KEY_CHUNK keys, or larger to stay within MAX_CHUNKS.
+            let kc = tk
+                .div_ceil(tk.div_ceil(KEY_CHUNK).min(MAX_CHUNKS))
+                .next_multiple_of(BK);
+            let n_chunks = tk.div_ceil(kc);
+            let group = dims.group();
+            let gq = group * tq * d;
+            let (dq, rest) = out.split_at_mut(nq);
+            let (dk, dv) = rest.split_at_mut(nkv);
+            let mut partial = vec![T::ZERO; if n_chunks > 1 { nq * n_chunks } else { 0 }];
+            let dq_slots: Vec<&mut [T]> = match n_chunks {
+                1 => dq.chunks_mut(gq).collect(),
+                _ => partial.chunks_mut(gq).collect(),
+            };
+            let tasks: Vec<_> = dq_slots
+                .into_iter()
+                .zip(chunks(dk, tk * d, kc * d).zip(chunks(dv, tk * d, kc * d)))
+                .enumerate()
+                .map(|(i, (dq, (dk, dv)))| (i, dq, dk, dv))
+                .collect();
+            let scale = <T as Real>::from_f64(self.scale);
+            cpu::par_tasks(tasks, |_, (i, dq, dk, dv)| {
+                let (bg, c) = (*i / n_chunks, *i % n_chunks);
+                let (bi, g) = (bg / hkv, bg % hkv);
+                let qr = bg * gq..(bg + 1) * gq;
+                let kv = bg * tk * d..(bg + 1) * tk * d;
+                let task = BwdTask {
+                    dims,
+                    causal: self.causal,
+                    scale,
+                    b: bi,
+                    g,
+                    c0: c * kc,
+                    q: &q[qr.clone()],
+                    o: &o[qr.clone()],
+                    d_o: &d_o[qr],
+                    lse: &lse[bg * group * tq..(bg + 1) * group * tq],
+                    k: &k[kv.clone()],
+                    v: &v[kv],
+                    mask,
+                };
+                let len = BwdTask::<T>::scratch_len(&dims, dk.len() / d);
+                with_scratch(len, |s| bwd_task(&task, dq, dk, dv, s));
+            });
+            if n_chunks > 1 {
+                // dq = the chunks' partials added in chunk order.
+                let parts = &partial;
+                cpu::par_tasks(dq.chunks_mut(gq).collect(), |bg, dq| {
+                    for c in 0..n_chunks {
+                        let p = &parts[(bg * n_chunks + c) * gq..(bg * n_chunks + c + 1) * gq];
+                        for (o, &x) in dq.iter_mut().zip(p) {
+                            *o = if c == 0 { x } else { *o + x };
+                        }
+                    }
+                });
+            }
+        })?;
+        Ok(out)
+    }
+}
+
 /// (q, k, v) -> (dq, dk, dv) flattened and concatenated, for the forward above; the output,
 /// its gradient and L ride along in the op (they are not differentiated: this op has no
 /// backward, and its q, k, v arguments make a second derivative reach it and fail).
 struct AttentionBackward {
-    dims: Dims,
-    causal: bool,
-    scale: f64,
-    mask: Option<Mask>,
+    spec: Spec,
     o: Tensor,
     d_o: Tensor,
     lse: Tensor,
@@ -1225,21 +1365,8 @@ impl AttentionBackward {
         (ks, kl): Input,
         (vs, vl): Input,
     ) -> Result<CpuStorage> {
-        let dims = self.dims;
-        expect_qkv(&dims, ql, kl, vl)?;
-        let Dims {
-            b,
-            h,
-            hkv,
-            tq,
-            tk,
-            d,
-        } = dims;
-        let (nq, nkv) = (b * h * tq * d, b * hkv * tk * d);
-        let mut out = vec![T::ZERO; nq + 2 * nkv];
-        if nq == 0 || nkv == 0 {
-            return Ok(T::store(out, qs.dtype()));
-        }
+        let Dims { b, h, tq, d, .. } = self.spec.dims;
+        expect_qkv(&self.spec.dims, ql, kl, vl)?;
         let (q, k, v) = (
             T::load(NAME, qs, ql)?,
             T::load(NAME, ks, kl)?,
@@ -1254,74 +1381,7 @@ impl AttentionBackward {
         let o = T::load(NAME, cpu_storage(&og, "the output")?, ol)?;
         let d_o = T::load(NAME, cpu_storage(&dg, "the output gradient")?, dl)?;
         let lse = T::load(NAME, cpu_storage(&lg, "the saved log-sum-exp")?, ll)?;
-        let mask_guard = self
-            .mask
-            .as_ref()
-            .map(|m| (m.t.storage_and_layout(), m.dims));
-        let mask_data: Option<Cow<[T]>> = match &mask_guard {
-            Some(((s, l), _)) => Some(T::load(NAME, cpu_storage(s, "the mask")?, l)?),
-            None => None,
-        };
-        let mask = match (&mask_data, &mask_guard) {
-            (Some(data), Some((_, dims))) => Some(MaskView { data, dims: *dims }),
-            _ => None,
-        };
-        // Key chunks per (b, kv head): KEY_CHUNK keys, or larger to stay within MAX_CHUNKS.
-        let kc = tk
-            .div_ceil(tk.div_ceil(KEY_CHUNK).min(MAX_CHUNKS))
-            .next_multiple_of(BK);
-        let n_chunks = tk.div_ceil(kc);
-        let group = dims.group();
-        let gq = group * tq * d;
-        let (dq, rest) = out.split_at_mut(nq);
-        let (dk, dv) = rest.split_at_mut(nkv);
-        let mut partial = vec![T::ZERO; if n_chunks > 1 { nq * n_chunks } else { 0 }];
-        let dq_slots: Vec<&mut [T]> = match n_chunks {
-            1 => dq.chunks_mut(gq).collect(),
-            _ => partial.chunks_mut(gq).collect(),
-        };
-        let tasks: Vec<_> = dq_slots
-            .into_iter()
-            .zip(chunks(dk, tk * d, kc * d).zip(chunks(dv, tk * d, kc * d)))
-            .enumerate()
-            .map(|(i, (dq, (dk, dv)))| (i, dq, dk, dv))
-            .collect();
-        let scale = <T as Real>::from_f64(self.scale);
-        cpu::par_tasks(tasks, |_, (i, dq, dk, dv)| {
-            let (bg, c) = (*i / n_chunks, *i % n_chunks);
-            let (bi, g) = (bg / hkv, bg % hkv);
-            let qr = bg * gq..(bg + 1) * gq;
-            let kv = bg * tk * d..(bg + 1) * tk * d;
-            let task = BwdTask {
-                dims,
-                causal: self.causal,
-                scale,
-                b: bi,
-                g,
-                c0: c * kc,
-                q: &q[qr.clone()],
-                o: &o[qr.clone()],
-                d_o: &d_o[qr],
-                lse: &lse[bg * group * tq..(bg + 1) * group * tq],
-                k: &k[kv.clone()],
-                v: &v[kv],
-                mask: mask.as_ref(),
-            };
-            let len = BwdTask::<T>::scratch_len(&dims, dk.len() / d);
-            with_scratch(len, |s| bwd_task(&task, dq, dk, dv, s));
-        });
-        if n_chunks > 1 {
-            // dq = the chunks' partials added in chunk order.
-            let parts = &partial;
-            cpu::par_tasks(dq.chunks_mut(gq).collect(), |bg, dq| {
-                for c in 0..n_chunks {
-                    let p = &parts[(bg * n_chunks + c) * gq..(bg * n_chunks + c + 1) * gq];
-                    for (o, &x) in dq.iter_mut().zip(p) {
-                        *o = if c == 0 { x } else { *o + x };
-                    }
-                }
-            });
-        }
+        let out = self.spec.backward(&q, &k, &v, &o, &d_o, &lse)?;
         Ok(T::store(out, qs.dtype()))
     }
 }
@@ -1350,7 +1410,7 @@ impl CustomOp3 for AttentionBackward {
             Work::F32 => self.bwd::<f32>(args.0, args.1, args.2)?,
             Work::F64 => self.bwd::<f64>(args.0, args.1, args.2)?,
         };
-        let dims = self.dims;
+        let dims = self.spec.dims;
         let len = dims.b * (dims.h * dims.tq + 2 * dims.hkv * dims.tk) * dims.d;
         Ok((out, Shape::from_dims(&[len])))
     }
@@ -1365,12 +1425,7 @@ impl CustomOp3 for AttentionBackward {
         s3: &candle_core::CudaStorage,
         l3: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        let params = crate::cuda::AttentionParams {
-            dims: self.dims,
-            causal: self.causal,
-            scale: self.scale,
-            mask: self.mask.as_ref().map(|m| (&m.t, m.dims)),
-        };
+        let params = self.spec.params();
         let saved = crate::cuda::AttentionSaved {
             o: &self.o,
             d_o: &self.d_o,
@@ -1477,10 +1532,12 @@ mod tests {
             &t[1],
             &t[2],
             AttentionBackward {
-                dims,
-                causal: false,
-                scale: 1.0,
-                mask: None,
+                spec: Spec {
+                    dims,
+                    causal: false,
+                    scale: 1.0,
+                    mask: None,
+                },
                 o: y.detach(),
                 d_o: y.ones_like()?,
                 lse,

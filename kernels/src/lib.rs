@@ -22,6 +22,9 @@
 //!   style (never forming the (B, H, Tq, Tk) scores), causal (bottom-right aligned, for KV
 //!   caches) and/or an additive mask, grouped-query kv heads ([`AttentionOpts`]); gradients
 //!   for q, k and v.
+//! - [`attention_packed`]: the same attention straight from one fused q/k/v projection,
+//!   qkv (B, T, (H + 2 Hkv) D) -> (B, T, H D), with optional RoPE on q and k inside; one op
+//!   forward and one backward returning dqkv, so no graph nodes split and merge the heads.
 //! - [`linear`]: y = x Wᵀ + b (torch.nn.Linear's (out, in) weight), matmuls by candle's own
 //!   gemm / cuBLAS, one op forward and one backward; gradients for x, weight and bias.
 //! - [`reference`]: the same ops composed of slow candle tensor ops (tests, benchmarks).
@@ -57,7 +60,7 @@ mod vq_x86;
 
 pub use activation::{gelu_tanh, silu, swiglu};
 pub use adamw::{adamw_step, AdamWStep};
-pub use attention::{attention, AttentionOpts};
+pub use attention::{attention, attention_packed, AttentionOpts};
 pub use layer_norm::layer_norm;
 pub use linear::linear;
 pub use rms_norm::rms_norm;

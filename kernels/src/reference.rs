@@ -121,7 +121,7 @@ pub fn attention(
     let scale = opts.scale.unwrap_or(1.0 / (d.max(1) as f64).sqrt());
     let mut s = (q.contiguous()?.matmul(&k.t()?)? * scale)?;
     if let Some(m) = opts.mask {
-        crate::attention::check_mask(m, q, &dims)?;
+        crate::attention::check_mask(m, ("q", q), &dims)?;
         s = s.broadcast_add(&m.to_dtype(s.dtype())?)?;
     }
     if opts.causal {

@@ -25,7 +25,7 @@
 //! `kernels/cuda/rope.cu`).
 
 use crate::cpu::{self, Elem};
-use crate::simd::multiversion;
+use crate::simd::{multiversion, Real};
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
@@ -61,25 +61,67 @@ pub(crate) fn check(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<()> {
     let &[_, _, t, d] = x.dims() else {
         bail!("{NAME}: x must be (B, H, T, D), got shape {:?}", x.dims());
     };
-    if d % 2 != 0 {
+    check_tables(NAME, ("x", x), t, d, cos, sin)
+}
+
+/// Errors unless D is even and cos, sin are (T, D/2) of x's dtype and device; `op` and the
+/// name of x head the messages (`attention_packed` rotates heads of its packed qkv).
+pub(crate) fn check_tables(
+    op: &str,
+    (x_name, x): (&str, &Tensor),
+    t: usize,
+    d: usize,
+    cos: &Tensor,
+    sin: &Tensor,
+) -> Result<()> {
+    if !d.is_multiple_of(2) {
         bail!(
-            "{NAME}: x has shape {:?}; its last dim D must be even",
+            "{op}: {x_name} has shape {:?}; its head width D = {d} must be even for RoPE",
             x.dims()
         );
     }
     for (what, p) in [("cos", cos), ("sin", sin)] {
         if p.dims() != [t, d / 2] {
             bail!(
-                "{NAME}: {what} has shape {:?} but x has shape {:?}; {what} must be [{t}, {}] \
-                 (T, D/2; narrow the table to the positions of x)",
+                "{op}: {what} has shape {:?} but {x_name} has shape {:?}; {what} must be [{t}, {}] \
+                 (T, D/2; narrow the table to the positions of {x_name})",
                 p.dims(),
                 x.dims(),
                 d / 2
             );
         }
-        crate::check_same_kind(NAME, (what, p), ("x", x))?;
+        crate::check_same_kind(op, (what, p), (x_name, x))?;
     }
     Ok(())
+}
+
+/// Rotates one row x of D at one position (c, s: its cos and sin rows of D/2) into y, by
+/// `neg` * sin (-1: the transpose). Shared with `attention_packed`, which rotates rows as it
+/// gathers them out of its packed input.
+#[inline(always)]
+pub(crate) fn rotate<T: Real>(x: &[T], c: &[T], s: &[T], y: &mut [T], interleaved: bool, neg: T) {
+    if interleaved {
+        let pairs = x.chunks_exact(2).zip(y.chunks_exact_mut(2));
+        for (((x, y), &c), &s) in pairs.zip(c).zip(s) {
+            let s = s * neg;
+            y[0] = x[0] * c - x[1] * s;
+            y[1] = x[0] * s + x[1] * c;
+        }
+    } else {
+        let (x1, x2) = x.split_at(x.len() / 2);
+        let (y1, y2) = y.split_at_mut(x.len() / 2);
+        for ((((o1, o2), (&a, &b)), &c), &s) in y1
+            .iter_mut()
+            .zip(y2.iter_mut())
+            .zip(x1.iter().zip(x2))
+            .zip(c)
+            .zip(s)
+        {
+            let s = s * neg;
+            *o1 = a * c - b * s;
+            *o2 = b * c + a * s;
+        }
+    }
 }
 
 multiversion! {
@@ -101,28 +143,7 @@ multiversion! {
         for (k, (x, y)) in x.chunks_exact(d).zip(y.chunks_exact_mut(d)).enumerate() {
             let t = (r0 + k) % t_len;
             let (c, s) = (&cos[t * h..(t + 1) * h], &sin[t * h..(t + 1) * h]);
-            if interleaved {
-                let pairs = x.chunks_exact(2).zip(y.chunks_exact_mut(2));
-                for (((x, y), &c), &s) in pairs.zip(c).zip(s) {
-                    let s = s * neg;
-                    y[0] = x[0] * c - x[1] * s;
-                    y[1] = x[0] * s + x[1] * c;
-                }
-            } else {
-                let (x1, x2) = x.split_at(h);
-                let (y1, y2) = y.split_at_mut(h);
-                for ((((o1, o2), (&a, &b)), &c), &s) in y1
-                    .iter_mut()
-                    .zip(y2.iter_mut())
-                    .zip(x1.iter().zip(x2))
-                    .zip(c)
-                    .zip(s)
-                {
-                    let s = s * neg;
-                    *o1 = a * c - b * s;
-                    *o2 = b * c + a * s;
-                }
-            }
+            rotate(x, c, s, y, interleaved, neg);
         }
     }
 }

@@ -523,6 +523,60 @@ fn attention_on_strided_inputs_matches_cpu() -> Result<()> {
 }
 
 #[test]
+fn attention_packed_matches_cpu() -> Result<()> {
+    let Some(dev) = cuda_device("attention_packed") else {
+        return Ok(());
+    };
+    // RoPE tables and a mask, moved to qkv's device (no gradient, not inputs of the check).
+    let tables = |t: usize, d: usize, dtype: DType| -> Result<(Tensor, Tensor)> {
+        let a = tensor(&[t, d / 2], 50, 3.0, DType::F64)?;
+        Ok((a.cos()?.to_dtype(dtype)?, a.sin()?.to_dtype(dtype)?))
+    };
+    let mask = tensor(&[2, 1, 19, 19], 51, 2.0, DType::F32)?;
+    // (B, T, H, Hkv, D, RoPE layout, causal, mask): H == Hkv and GQA, T = 1, odd D, both RoPE
+    // layouts, a mask; every dtype.
+    let half = Some(kernels::RopeLayout::Half);
+    let inter = Some(kernels::RopeLayout::Interleaved);
+    let cases = [
+        (2, 19, 3, 3, 7, None, true, None),
+        (1, 1, 4, 2, 16, half, true, None),
+        (2, 19, 4, 2, 24, inter, false, Some(&mask)),
+        (2, 19, 2, 1, 64, half, true, None),
+        (1, 40, 2, 2, 128, inter, true, None),
+    ];
+    for (b, t, h, hkv, d, layout, causal, mask) in cases {
+        for (dtype, tol) in ATT_DTYPES {
+            let (cos, sin) = tables(t, d, dtype)?;
+            let op = |x: &[Tensor]| {
+                let on = |y: &Tensor| y.to_device(x[0].device());
+                let (cos, sin, mask) = (on(&cos)?, on(&sin)?, mask.map(on).transpose()?);
+                let opts = kernels::AttentionOpts {
+                    causal,
+                    scale: None,
+                    mask: mask.as_ref(),
+                };
+                let rope = layout.map(|l| (&cos, &sin, l));
+                kernels::attention_packed(&x[0], h, hkv, rope, &opts)
+            };
+            let x = tensor(&[b, t, (h + 2 * hkv) * d], 52, 1.0, dtype)?;
+            let what =
+                format!("attention_packed B={b} T={t} H={h} Hkv={hkv} D={d} {layout:?} {dtype:?}");
+            check_cuda_matches_cpu(&op, &[x], &dev, tol, &what)?;
+        }
+    }
+    // qkv as a strided view.
+    let op = |x: &[Tensor]| {
+        let opts = kernels::AttentionOpts {
+            causal: true,
+            ..Default::default()
+        };
+        kernels::attention_packed(&x[0].transpose(1, 2)?, 2, 1, None, &opts)
+    };
+    let x = tensor(&[2, 4 * 12, 23], 53, 1.0, DType::F32)?;
+    check_cuda_matches_cpu(&op, &[x], &dev, 1e-4, "attention_packed strided")
+}
+
+#[test]
 fn attention_past_the_widest_head_is_an_error_on_cuda() -> Result<()> {
     let Some(dev) = cuda_device("attention D > 128") else {
         return Ok(());

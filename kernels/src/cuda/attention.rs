@@ -9,14 +9,20 @@
 //! 96 D + 576, dk/dv 128 D + 2176. Past 48 KiB a kernel opts in (`Kernel::allow_shared`); at
 //! D = 128 the dk/dv kernel takes 72.5 KiB in f32 (any GPU since Volta but Turing's 64 KiB) and
 //! 145 KiB in f64 (A100, H100; elsewhere an error naming the sizes).
+//!
+//! `attention_packed` (qkv (B, T, (H + 2 Hkv) D) -> (B, T, H D)) runs the same kernels: q, k
+//! and v are strided views of qkv, compacted as any strided input is (q and k rotated into
+//! dense copies by the rope kernel instead when the op has RoPE); o goes back to token order
+//! by one strided copy, and dq, dk (rotated back), dv into dqkv by a strided copy and a 2D
+//! copy each, all candle's own copy kernels.
 
 use super::{by_dtype, dense, empty, kernel, nvrtc, output, u32_arg, Dense, Float};
 use crate::attention::Dims;
 use crate::cpu::expect_dims;
-use candle_core::backend::BackendStorage;
+use candle_core::backend::{BackendDevice, BackendStorage};
 use candle_core::cuda_backend::{CudaDType, CudaDevice, WrapErr};
 use candle_core::op::BackpropOp;
-use candle_core::{bail, CudaStorage, Layout, Result, Shape, Storage, Tensor, WithDType};
+use candle_core::{bail, CudaStorage, DType, Layout, Result, Shape, Storage, Tensor, WithDType};
 use cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
 
 const NAME: &str = "attention";
@@ -382,6 +388,140 @@ fn bwd<T: Float>(
         unsafe { bld.launch(cfg) }.w()?;
     }
     Ok((CudaStorage::wrap_cuda_slice(out, dev.clone()), out_shape))
+}
+
+/// `attention_packed`'s RoPE: cos, sin (T, D/2) and whether pairs are interleaved.
+pub(crate) type PackedRope<'a> = (&'a Tensor, &'a Tensor, bool);
+
+/// Heads h0..h0 + n of x (B, T, W) seen through its layout `l` (any strides) as (B, n, T, D).
+fn heads_view(l: &Layout, h0: usize, n: usize, d: usize) -> Layout {
+    let (dims, st) = (l.dims(), l.stride());
+    Layout::new(
+        Shape::from_dims(&[dims[0], n, dims[1], d]),
+        vec![st[0], d * st[2], st[1], st[2]],
+        l.start_offset() + h0 * d * st[2],
+    )
+}
+
+/// Heads as the kernels take them: a view of qkv or of the gradients, or a rotated copy.
+enum Heads<'a> {
+    View(&'a CudaStorage, Layout),
+    Rotated(CudaStorage, Layout),
+}
+
+impl Heads<'_> {
+    fn arg(&self) -> Arg<'_> {
+        match self {
+            Heads::View(s, l) => (s, l),
+            Heads::Rotated(s, l) => (s, l),
+        }
+    }
+
+    /// These n heads as a part for `merge`: (storage, start offset, n). The layout is dense.
+    fn part(&self, n: usize) -> (&CudaStorage, usize, usize) {
+        let (s, l) = self.arg();
+        (s, l.start_offset(), n)
+    }
+}
+
+/// x seen through `view` (B, n, T, D): rotated by `rope` into a dense copy (rotated back, by
+/// -sin, when `back`), or the view itself without RoPE.
+fn rotated<'a>(
+    x: &'a CudaStorage,
+    view: Layout,
+    rope: Option<PackedRope>,
+    back: bool,
+) -> Result<Heads<'a>> {
+    let Some((cos, sin, interleaved)) = rope else {
+        return Ok(Heads::View(x, view));
+    };
+    let (cg, cl) = cos.storage_and_layout();
+    let (sg, sl) = sin.storage_and_layout();
+    let (cos, sin) = ((on_gpu(&cg, "cos")?, cl), (on_gpu(&sg, "sin")?, sl));
+    let (y, shape) = super::rope((x, &view), cos, sin, interleaved, back)?;
+    Ok(Heads::Rotated(y, Layout::contiguous(shape)))
+}
+
+/// (B, T, W) from `parts`, each (storage, start offset, n): the n heads of a dense
+/// (B, n, T, D) buffer; per token the parts' head rows side by side. Each part goes to token
+/// order (B, T, n D) by candle's strided copy, then into its columns by a 2D copy (a lone part
+/// needs only the first).
+fn merge(
+    dev: &CudaDevice,
+    dtype: DType,
+    parts: &[(&CudaStorage, usize, usize)],
+    (b, t, d): (usize, usize, usize),
+) -> Result<CudaStorage> {
+    let w: usize = parts.iter().map(|p| p.2 * d).sum();
+    let shape = Shape::from_dims(&[b, t, w]);
+    if shape.elem_count() == 0 {
+        return empty(dev, &shape, dtype);
+    }
+    let tokens_first =
+        |off: usize, n: usize| Layout::contiguous_with_offset((b, n, t, d), off).transpose(1, 2);
+    // SAFETY: every element is written below: the parts' columns cover each row.
+    let mut out = unsafe { dev.alloc_uninit(&shape, dtype)? };
+    if let [(s, off, n)] = parts {
+        s.copy_strided_src(&mut out, 0, &tokens_first(*off, *n)?)?;
+        return Ok(out);
+    }
+    // SAFETY: each part's range is written by its strided copy before the 2D copy reads it.
+    let mut tmp = unsafe { dev.alloc_uninit(&shape, dtype)? };
+    let (mut at, mut col) = (0, 0);
+    for &(s, off, n) in parts {
+        s.copy_strided_src(&mut tmp, at, &tokens_first(off, n)?)?;
+        tmp.copy2d(&mut out, b * t, n * d, n * d, w, at, col)?;
+        at += b * t * n * d;
+        col += n * d;
+    }
+    Ok(out)
+}
+
+/// `attention_packed`: qkv (B, T, (H + 2 Hkv) D) -> (o (B, T, H D), L (B, H, T) as
+/// `attention` keeps it).
+pub(crate) fn attention_packed(
+    p: &Params,
+    rope: Option<PackedRope>,
+    (s, l): Arg,
+) -> Result<(CudaStorage, Tensor)> {
+    let Dims {
+        b, h, hkv, tq, d, ..
+    } = p.dims;
+    expect_dims(NAME, "qkv", l, &[b, tq, (h + 2 * hkv) * d])?;
+    let q = rotated(s, heads_view(l, 0, h, d), rope, false)?;
+    let k = rotated(s, heads_view(l, h, hkv, d), rope, false)?;
+    let v = heads_view(l, h + hkv, hkv, d);
+    let (o, lse) = attention(p, q.arg(), k.arg(), (s, &v))?;
+    let o = merge(s.device(), s.dtype(), &[(&o, 0, h)], (b, tq, d))?;
+    Ok((o, lse))
+}
+
+/// `attention_packed`'s backward: dqkv (B, T, (H + 2 Hkv) D) from qkv and `saved` (o and dO
+/// as (B, H, T, D) views); dq and dk rotated back when the op has RoPE.
+pub(crate) fn attention_packed_bwd(
+    p: &Params,
+    rope: Option<PackedRope>,
+    (s, l): Arg,
+    saved: &Saved,
+) -> Result<CudaStorage> {
+    let Dims {
+        b, h, hkv, tq, d, ..
+    } = p.dims;
+    expect_dims(NAME, "qkv", l, &[b, tq, (h + 2 * hkv) * d])?;
+    let q = rotated(s, heads_view(l, 0, h, d), rope, false)?;
+    let k = rotated(s, heads_view(l, h, hkv, d), rope, false)?;
+    let v = heads_view(l, h + hkv, hkv, d);
+    let (g, _) = attention_bwd(p, q.arg(), k.arg(), (s, &v), saved)?;
+    let (nq, nkv) = (b * h * tq * d, b * hkv * tq * d);
+    let dq = rotated(&g, Layout::contiguous((b, h, tq, d)), rope, true)?;
+    let dk = rotated(
+        &g,
+        Layout::contiguous_with_offset((b, hkv, tq, d), nq),
+        rope,
+        true,
+    )?;
+    let parts = [dq.part(h), dk.part(hkv), (&g, nq + nkv, hkv)];
+    merge(s.device(), s.dtype(), &parts, (b, tq, d))
 }
 
 #[cfg(test)]

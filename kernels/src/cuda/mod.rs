@@ -29,7 +29,8 @@ pub(crate) mod vq;
 pub(crate) use activation::{silu_gelu, silu_gelu_grad, swiglu, swiglu_dgate};
 pub(crate) use adamw::{adamw_apply, adamw_moments};
 pub(crate) use attention::{
-    attention, attention_bwd, Params as AttentionParams, Saved as AttentionSaved,
+    attention, attention_bwd, attention_packed, attention_packed_bwd, PackedRope,
+    Params as AttentionParams, Saved as AttentionSaved,
 };
 pub(crate) use layer_norm::{layer_norm, layer_norm_grad_wb, layer_norm_grad_x};
 pub(crate) use linear::{linear_add_bias, linear_col_sums, linear_concat};

@@ -3,12 +3,13 @@
 //! MSE loss against a fixed target, AdamW with global-norm clipping at 1. Default shapes
 //! d=256, 4 heads, T=64, B=16, MLP 1024 (790k parameters).
 //!
-//! Two builds of the same block: `fused` (the `kernels` ops: layer norm, fused attention,
-//! GELU, `kernels::linear` for the four linear layers, our in-place AdamW) and `candle_nn`
-//! (the baseline of issue 3: what a candle user has without this crate, the differentiable
-//! candle_nn ops: `candle_nn::Linear`, `ops::layer_norm_slow`, attention as matmul + mask +
-//! `ops::softmax` + matmul, `Tensor::gelu`, and candle_nn's AdamW; its fused ops
-//! (`softmax_last_dim`, `layer_norm`, `sdpa`) would drop gradients). `benches/block_torch.py`
+//! Two builds of the same block: `fused` (the `kernels` ops: layer norm, fused attention
+//! straight from the packed qkv projection (`attention_packed`), GELU, `kernels::linear` for
+//! the four linear layers, our in-place AdamW) and `candle_nn` (the baseline of issue 3: what
+//! a candle user has without this crate, the differentiable candle_nn ops:
+//! `candle_nn::Linear`, `ops::layer_norm_slow`, attention as matmul + mask + `ops::softmax` +
+//! matmul, `Tensor::gelu`, and candle_nn's AdamW; its fused ops (`softmax_last_dim`,
+//! `layer_norm`, `sdpa`) would drop gradients). `benches/block_torch.py`
 //! runs the identical block in PyTorch and is run side by side when torch imports.
 
 use std::path::PathBuf;
@@ -139,25 +140,32 @@ impl Block {
                 Ok(y.reshape((b, t, c))?)
             }
         };
-        // (B, T, 3C) -> (3, B, H, T, hd): q, k, v are strided views of one buffer.
-        let qkv = lin(&norm(x, &self.ln1)?, &self.qkv)?
-            .reshape((b, t, 3, heads, hd))?
-            .permute((2, 0, 3, 1, 4))?;
-        let (q, k, v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?);
+        let qkv = lin(&norm(x, &self.ln1)?, &self.qkv)?;
         let y = match build {
-            Build::Fused => kernels::attention(
-                &q,
-                &k,
-                &v,
+            // (B, T, 3C) -> (B, T, C) in one op forward and one backward: no graph nodes for
+            // the head split and merge (their backwards zero-pad and copy full-size buffers).
+            Build::Fused => kernels::attention_packed(
+                &qkv,
+                heads,
+                heads,
+                None,
                 &kernels::AttentionOpts {
                     causal: true,
                     ..Default::default()
                 },
             )?,
-            Build::CandleNn => slow_causal_attention(&q, &k, &v)?,
+            Build::CandleNn => {
+                // (B, T, 3C) -> (3, B, H, T, hd): q, k, v are strided views of one buffer.
+                let qkv = qkv
+                    .reshape((b, t, 3, heads, hd))?
+                    .permute((2, 0, 3, 1, 4))?;
+                let (q, k, v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?);
+                // (B, H, T, hd) -> (B, T, C)
+                slow_causal_attention(&q, &k, &v)?
+                    .transpose(1, 2)?
+                    .reshape((b, t, c))?
+            }
         };
-        // (B, H, T, hd) -> (B, T, C)
-        let y = y.transpose(1, 2)?.reshape((b, t, c))?;
         let x = (x + btc(lin(&y, &self.proj)?)?)?;
         let h = lin(&norm(&x, &self.ln2)?, &self.fc1)?;
         let h = match build {

@@ -145,6 +145,33 @@ fn attention(a: &BenchOpsArgs) -> Result<()> {
             sb / ob
         );
     }
+    // From one fused projection's output qkv (B, T, 3 H D) to (B, T, H D): `attention_packed`
+    // against what it replaces, the view ops (reshape, permute, get; transpose, reshape)
+    // around `attention`, whose graph nodes cost in the backward.
+    println!(
+        "attention from packed qkv (B, T, 3 H D), causal, D = 64; \"slow\" = views + attention"
+    );
+    for (b, h, t) in [(16, 4, 64), (4, 8, 256)] {
+        let d = 64;
+        let inputs = [uniform(&[b, t, 3 * h * d], 11, 1.0)?];
+        let r = uniform(&[b, t, h * d], 12, 1.0)?;
+        let ours: Op = &|x| kernels::attention_packed(&x[0], h, h, None, &opts);
+        let split: Op = &|x| {
+            let qkv = x[0].reshape((b, t, 3, h, d))?.permute((2, 0, 3, 1, 4))?;
+            let (q, k, v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?);
+            kernels::attention(&q, &k, &v, &opts)?
+                .transpose(1, 2)?
+                .reshape((b, t, h * d))
+        };
+        let (of, ob) = fwd_bwd(a, ours, &inputs, &r)?;
+        let (sf, sb) = fwd_bwd(a, split, &inputs, &r)?;
+        let name = format!("packed {b}x{h}x{t}");
+        println!(
+            "{name:<18} {of:9.3} {sf:9.3} {:7.2}x   {ob:9.3} {sb:9.3} {:7.2}x",
+            sf / of,
+            sb / ob
+        );
+    }
     Ok(())
 }
 

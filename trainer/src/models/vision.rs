@@ -1,4 +1,3 @@
-#![cfg_attr(not(test), allow(dead_code))] // used by the codebook stage (issue 4)
 //! The vision encoder: a ViT in the layout of the Qwen2.5-VL vision tower (Bai et al. 2025,
 //! "Qwen2.5-VL Technical Report", section 2.1; HF `transformers`
 //! `Qwen2_5_VisionTransformerPretrainedModel` in `models/qwen2_5_vl/modeling_qwen2_5_vl.py`),
@@ -53,7 +52,6 @@ struct Attention {
     qkv: Linear,
     proj: Linear,
     heads: usize,
-    head_dim: usize,
 }
 
 impl Attention {
@@ -63,29 +61,22 @@ impl Attention {
             qkv: Linear::new(vb.pp("qkv"), c, 3 * c, true)?,
             proj: Linear::new(vb.pp("proj"), c, c, true)?,
             heads: cfg.num_heads,
-            head_dim: cfg.head_dim(),
         })
     }
 
     /// x: (B, T, C) in window order, rotary tables `l.cos`/`l.sin` (T, D/2), mask (T, T)
     /// additive or None -> (B, T, C).
     fn forward(&self, x: &Tensor, l: &Layout, mask: Option<&Tensor>) -> Result<Tensor> {
-        let (b, t, c) = x.dims3()?;
-        // (B, T, 3C) -> (B, T, 3, H, D): HF's `reshape(seq, 3, heads, -1)`.
-        let qkv = self
-            .qkv
-            .forward(x)?
-            .reshape((b, t, 3, self.heads, self.head_dim))?;
-        // (B, H, T, D) views; rope and attention read any strides.
-        let part = |i: usize| qkv.narrow(2, i, 1)?.squeeze(2)?.transpose(1, 2);
-        let q = kernels::rope(&part(0)?, &l.cos, &l.sin, RopeLayout::Half)?;
-        let k = kernels::rope(&part(1)?, &l.cos, &l.sin, RopeLayout::Half)?;
+        // (B, T, 3C) is HF's `reshape(seq, 3, heads, -1)` layout, [q heads | k heads | v heads]
+        // per token: attention with RoPE on q and k in one op, -> (B, T, C).
         let opts = AttentionOpts {
             mask,
             ..Default::default()
         };
-        let o = kernels::attention(&q, &k, &part(2)?, &opts)?;
-        self.proj.forward(&o.transpose(1, 2)?.reshape((b, t, c))?)
+        let rope = Some((&l.cos, &l.sin, RopeLayout::Half));
+        let qkv = self.qkv.forward(x)?;
+        let o = kernels::attention_packed(&qkv, self.heads, self.heads, rope, &opts)?;
+        self.proj.forward(&o)
     }
 }
 
@@ -225,6 +216,7 @@ impl VisionEncoder {
         })
     }
 
+    #[cfg(test)]
     pub fn config(&self) -> &VisionConfig {
         &self.cfg
     }
