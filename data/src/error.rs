@@ -68,6 +68,17 @@ pub enum DataError {
         key: String,
         detail: String,
     },
+
+    /// A set of shards that does not fit together: a `k-of-n` shard missing, shards
+    /// disagreeing on `n`, a file not named as a shard, or a split name unusable in shard
+    /// names.
+    #[error("{}: {detail}", path.display())]
+    Shards { path: PathBuf, detail: String },
+
+    /// A JSON file we wrote for a later stage (e.g. `freq.json`) that does not parse or whose
+    /// values disagree with each other; `detail` names the key at fault.
+    #[error("{}: {detail}", file.display())]
+    Json { file: PathBuf, detail: String },
 }
 
 /// Clone so one cached block's per-row errors can be handed to several readers (the loader
@@ -117,6 +128,14 @@ impl Clone for DataError {
             DataError::Metadata { file, key, detail } => DataError::Metadata {
                 file: file.clone(),
                 key: key.clone(),
+                detail: detail.clone(),
+            },
+            DataError::Shards { path, detail } => DataError::Shards {
+                path: path.clone(),
+                detail: detail.clone(),
+            },
+            DataError::Json { file, detail } => DataError::Json {
+                file: file.clone(),
                 detail: detail.clone(),
             },
         }

@@ -21,6 +21,7 @@ use parquet::schema::types::ColumnPath;
 
 pub use parquet::basic::{Compression, ZstdLevel};
 
+use crate::atomic;
 use crate::error::DataError;
 use crate::hf;
 
@@ -215,22 +216,12 @@ impl ShardWriter {
         let closed = writer
             .into_inner()
             .map_err(|e| DataError::parquet(&self.tmp_path, e))
-            .and_then(|file| {
-                file.sync_all()
-                    .map_err(|e| DataError::io(&self.tmp_path, e))
-            })
-            .and_then(|()| {
-                std::fs::rename(&self.tmp_path, &self.path)
-                    .map_err(|e| DataError::io(&self.path, e))
-            });
+            .and_then(|file| atomic::sync_file(&file, &self.tmp_path));
         if let Err(e) = closed {
             let _ = std::fs::remove_file(&self.tmp_path);
             return Err(e);
         }
-        // Best effort: persist the rename itself (not possible on every platform).
-        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            let _ = File::open(dir).and_then(|d| d.sync_all());
-        }
+        atomic::publish(&self.tmp_path, &self.path)?;
         Ok(self.rows_written)
     }
 }
