@@ -4,6 +4,7 @@
 mod cmd;
 mod config;
 mod models;
+mod stages;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -30,6 +31,10 @@ enum Command {
     /// Show or check a config file with its overrides resolved.
     #[command(subcommand)]
     Config(cmd::config::ConfigCommand),
+    /// Stage 1: train the style codebook; `codebook eval` evaluates a checkpoint.
+    Codebook(cmd::codebook::CodebookArgs),
+    /// Index sequences of a dataset under a trained codebook (+ freq.json), for the AR stage.
+    Extract(cmd::extract::ExtractArgs),
     /// Benchmarks (speed is measured here, never asserted in tests).
     #[command(subcommand)]
     Bench(cmd::bench::BenchCommand),
@@ -42,6 +47,8 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Data(c) => cmd::data::run(c),
         Command::Config(c) => cmd::config::run(c),
+        Command::Codebook(a) => cmd::codebook::run(a),
+        Command::Extract(a) => cmd::extract::run(a),
         Command::Bench(c) => cmd::bench::run(c),
     };
     match result {

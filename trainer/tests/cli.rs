@@ -231,3 +231,115 @@ fn synth_names_the_flags_that_cannot_make_a_dataset() {
     );
     assert!(!out.exists(), "nothing may be written on bad flags");
 }
+
+/// Stage 1 as a user runs it: the tiny codebook config on a small synthetic set, a stop and
+/// `--resume latest`, then `codebook eval` and `extract` (index shards + freq.json).
+#[test]
+fn codebook_train_resume_eval_extract() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data = d.join("synth");
+    let (ok, _, err) = trainer(&[
+        "data",
+        "synth",
+        "--out",
+        data.to_str().unwrap(),
+        "--styles",
+        "6",
+        "--test-styles",
+        "3",
+        "--per-style",
+        "4",
+        "--size",
+        "32",
+        "--seed",
+        "5",
+    ]);
+    assert!(ok, "{err}");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let config = root.join("configs/tiny/codebook.yaml");
+    let sets = |steps: &str| {
+        vec![
+            format!("data.root={}", data.display()),
+            "data.image_size=32".into(),
+            "encoder.vision.image_size=32".into(),
+            format!("train.out_dir={}", d.join("runs").display()),
+            "train.run=cli".into(),
+            format!("train.steps={steps}"),
+            "train.batch_size=8".into(),
+            "train.eval_every=4".into(),
+            "train.checkpoint_every=2".into(),
+        ]
+    };
+    let run = |steps: &str, resume: bool| {
+        let mut args = vec![
+            "codebook".to_string(),
+            "--config".into(),
+            config.display().to_string(),
+        ];
+        for s in sets(steps) {
+            args.extend(["--set".to_string(), s]);
+        }
+        if resume {
+            args.extend(["--resume".to_string(), "latest".into()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        trainer(&args)
+    };
+    let (ok, out, err) = run("4", false);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("done at") && out.contains("held-out top-1"),
+        "{out}"
+    );
+    let (ok, out, err) = run("6", true);
+    assert!(ok, "{err}");
+    assert!(out.contains("done at"), "{out}");
+    let run_dir = d.join("runs/cli");
+    let metrics = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
+    assert!(
+        metrics.lines().any(|l| l.contains("\"step\":6")),
+        "{metrics}"
+    );
+
+    let ck = run_dir.join("final");
+    let (ok, out, err) = trainer(&["codebook", "eval", "--checkpoint", ck.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(out.contains("style embeddings: top-1"), "{out}");
+    assert!(run_dir.join("eval-final.json").is_file());
+
+    let (ok, out, err) = trainer(&["extract", "--checkpoint", ck.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(out.contains("train: 24 images x 4 tokens"), "{out}");
+    let freq: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("freq.json")).unwrap()).unwrap();
+    let total: u64 = freq["counts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 24 * 4);
+    assert_eq!(freq["tokens_counted"].as_u64(), Some(96));
+
+    // A corrupt checkpoint is refused by name; the previous one still evaluates.
+    let model = run_dir.join("step-6/model.safetensors");
+    let mut bytes = std::fs::read(&model).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&model, bytes).unwrap();
+    let (ok, _, err) = trainer(&[
+        "codebook",
+        "eval",
+        "--checkpoint",
+        run_dir.join("step-6").to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains("model.safetensors"), "{err}");
+    let (ok, _, err) = trainer(&[
+        "codebook",
+        "eval",
+        "--checkpoint",
+        run_dir.join("step-4").to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+}

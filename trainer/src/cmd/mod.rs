@@ -3,5 +3,7 @@
 pub mod bench;
 pub mod bench_block;
 pub mod bench_ops;
+pub mod codebook;
 pub mod config;
 pub mod data;
+pub mod extract;

@@ -109,7 +109,22 @@ pub fn take_stage(tree: &mut Node, file: &Path) -> Result<String, Problems> {
 
 /// Loads a stage's config file, refusing a file written for another stage.
 pub fn load_stage<T: Config>(file: &Path, stage: &str, sets: &[String]) -> Result<T, Problems> {
-    let mut tree = Node::from_file(file).map_err(parse_problem)?;
+    let tree = Node::from_file(file).map_err(parse_problem)?;
+    load_stage_tree(tree, file, stage, sets)
+}
+
+/// [`load_stage`] on config text (a checkpoint's `config.yaml`); `source` names it in errors.
+pub fn load_stage_text<T: Config>(text: &str, source: &Path, stage: &str) -> Result<T, Problems> {
+    let tree = Node::parse(text, &source.display().to_string()).map_err(parse_problem)?;
+    load_stage_tree(tree, source, stage, &[])
+}
+
+fn load_stage_tree<T: Config>(
+    mut tree: Node,
+    file: &Path,
+    stage: &str,
+    sets: &[String],
+) -> Result<T, Problems> {
     let named = take_stage(&mut tree, file)?;
     if named != stage {
         return Err(Problems(vec![Problem {

@@ -5,8 +5,9 @@
 //! `codebook.yaml` is a codebook config). The key is read before the typed load and written
 //! back into the resolved YAML, so the structs themselves only hold their sections.
 //!
-//! Each stage has `data` and `train` sections now; the model sections arrive with the stages
-//! themselves (issues 4, 5, 6).
+//! Each stage has `data` and `train` sections; the codebook stage adds `encoder`, `codebook`,
+//! `loss` and `eval` (defined beside their code); the DiT and AR sections arrive with those
+//! stages (issues 5, 6).
 
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +15,9 @@ use data::config::DataConfig;
 use data::synth::generate::SynthConfig;
 
 use super::Validate;
+use crate::models::codebook::StyleCodebookConfig;
+use crate::stages::codebook_config::{EncoderConfig, RetrievalEvalConfig};
+use crate::stages::codebook_loss::LossConfig;
 use crate::train::TrainConfig;
 
 /// Stage 1: the discrete style codebook (DESIGN.md, "Style codebook").
@@ -22,6 +26,10 @@ use crate::train::TrainConfig;
 pub struct CodebookConfig {
     pub data: DataConfig,
     pub train: TrainConfig,
+    pub encoder: EncoderConfig,
+    pub codebook: StyleCodebookConfig,
+    pub loss: LossConfig,
+    pub eval: RetrievalEvalConfig,
 }
 
 /// Stage 2: the style-conditioned diffusion transformer.
@@ -55,6 +63,10 @@ fn common(data: &DataConfig, train: &TrainConfig, out: &mut Vec<(String, String)
 impl Validate for CodebookConfig {
     fn validate(&self, out: &mut Vec<(String, String)>) {
         common(&self.data, &self.train, out);
+        out.extend(self.encoder.problems("encoder", self.data.image_size));
+        out.extend(self.codebook.problems("codebook"));
+        out.extend(self.loss.problems("loss"));
+        out.extend(self.eval.problems("eval"));
     }
 }
 impl Validate for DitConfig {

@@ -62,7 +62,9 @@ fn every_unknown_key_is_reported_with_file_line_and_suggestion() {
         msgs[1]
     );
     assert!(
-        msgs[2].contains(":6:1: `bogus`: unknown key (known keys: data, train)"),
+        msgs[2].contains(
+            ":6:1: `bogus`: unknown key (known keys: codebook, data, encoder, eval, loss, train)"
+        ),
         "{}",
         msgs[2]
     );
@@ -210,9 +212,12 @@ fn stage_key_selects_and_guards_the_stage() {
 fn shipped_configs_all_check() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
     let mut seen = 0;
-    for dir in ["tiny", "full"] {
+    for dir in ["", "tiny", "full"] {
         for entry in std::fs::read_dir(root.join(dir)).unwrap() {
             let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "yaml") {
+                continue;
+            }
             let args = crate::cmd::config::ConfigArgs {
                 config: path.clone(),
                 sets: vec![],
@@ -224,4 +229,23 @@ fn shipped_configs_all_check() {
         }
     }
     assert!(seen >= 7, "only {seen} configs found");
+}
+
+#[test]
+fn the_full_codebook_config_is_the_papers_encoder_and_a_checkpoints_config_loads_back() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let file = root.join("configs/full/codebook.yaml");
+    let c: CodebookConfig = load_stage(&file, "codebook", &[]).unwrap();
+    assert_eq!(
+        c.encoder.vision,
+        crate::models::vision::VisionConfig::qwen2_5_vl_7b()
+    );
+    assert_eq!((c.codebook.codes, c.codebook.code_dim), (1024, 64));
+    // What a checkpoint stores (`stage:` + resolved YAML) reads back to the same config.
+    let saved = format!("stage: codebook\n{}", to_yaml(&c));
+    let back: CodebookConfig =
+        load_stage_text(&saved, Path::new("ck/config.yaml"), "codebook").unwrap();
+    assert_eq!(back, c);
+    let err = load_stage_text::<CodebookConfig>(&saved, Path::new("x.yaml"), "ar").unwrap_err();
+    assert!(err.to_string().contains("`codebook` config"), "{err}");
 }

@@ -1,4 +1,3 @@
-#![cfg_attr(not(test), allow(dead_code))] // used by the codebook stage (issue 4)
 //! The two parameterised layers every model here shares, on the `kernels` ops (which have a
 //! backward, unlike candle's fused norms; DESIGN.md, "Rules of the house"). Parameter names
 //! are those of `torch.nn.Linear` and the Hugging Face RMSNorm modules (`weight`, `bias`), so

@@ -3,8 +3,10 @@
 //! tensor names, so real weights load without renaming.
 //!
 //! - [`vision`]: the Qwen2.5-VL vision tower (the frozen feature extractor of the codebook).
+//! - [`codebook`]: the style codebook (projection, cosine VQ, mirror = style embeddings).
 //! - [`layers`]: `Linear` and `RmsNorm` on the `kernels` ops.
 
+pub mod codebook;
 pub mod layers;
 pub mod vision;
 
@@ -16,7 +18,6 @@ use candle_nn::VarMap;
 /// A `VarMap` holding `tensors` as trainable variables under their names: the trainable
 /// build of a model is `VarBuilder::from_varmap(&varmap_from(init)?, dtype, dev)`, and the
 /// optimiser takes the varmap's `(name, Var)` pairs.
-#[cfg_attr(not(test), allow(dead_code))] // used by the codebook stage (issue 4)
 pub fn varmap_from(tensors: HashMap<String, Tensor>) -> Result<VarMap> {
     let varmap = VarMap::new();
     {

@@ -1,4 +1,3 @@
-#![cfg_attr(not(test), allow(dead_code))] // used by the stage loops (issue 4)
 //! Checkpoints on disk (DESIGN.md, "Rules of the house": checkpoints, resume):
 //!
 //! ```text

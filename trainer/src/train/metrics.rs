@@ -1,4 +1,3 @@
-#![cfg_attr(not(test), allow(dead_code))] // used by the stage loops (issue 4)
 //! Metric sinks of a run (DESIGN.md, "Logs"): one JSON line per log call in
 //! `RUN/metrics.jsonl`, and the same scalars in a TensorBoard event file under `RUN/tb/`
 //! (W&B users import those with `wandb sync`).

@@ -10,8 +10,6 @@
 //! temporaries); on a device it does not cover yet, a composition of tensor ops with the
 //! same formula runs instead (`step_with_tensor_ops`, also the reference in the tests).
 
-#![cfg_attr(not(test), allow(dead_code))] // used by the stage loops (issue 4)
-
 use std::collections::HashMap;
 
 use anyhow::{bail, Context, Result};

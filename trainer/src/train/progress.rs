@@ -1,4 +1,3 @@
-#![cfg_attr(not(test), allow(dead_code))] // used by the stage loops (issue 4)
 //! Training progress on rank 0 (DESIGN.md, "Logs"): an `indicatif` bar with step/total,
 //! the latest values (loss, lr...), steps/s, samples/s and ETA when stderr is a terminal;
 //! otherwise (SLURM logs, pipes) a `tracing::info!` line with the same fields every

@@ -2,8 +2,6 @@
 //! at the last step (nanoGPT's, with the warm-up clamped to the run: a 3-step smoke run with
 //! 20 warm-up steps stays in warm-up instead of dividing by a negative decay length).
 
-#![cfg_attr(not(test), allow(dead_code))] // used by the stage loops (issue 4)
-
 use super::TrainConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq)]

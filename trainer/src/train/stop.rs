@@ -1,4 +1,3 @@
-#![cfg_attr(not(test), allow(dead_code))] // used by the stage loops (issue 4)
 //! Stopping a run cleanly on a signal: Ctrl-C (SIGINT), SIGTERM (what SLURM sends before a
 //! preemption or the time limit) and SIGHUP (the terminal went away) set a process-wide flag
 //! that the loops poll with [`requested`] between steps, then save a checkpoint and return.

@@ -1,4 +1,3 @@
-#![cfg_attr(not(test), allow(dead_code))] // used by the stage loops (issue 4)
 //! A TensorBoard event-file writer for scalars, without TensorFlow or a protobuf crate.
 //!
 //! An event file is a TFRecord stream (tensorflow/core/lib/io/record_writer.cc): each

@@ -59,6 +59,7 @@ impl Default for VisionConfig {
 }
 
 impl VisionConfig {
+    #[cfg(test)]
     /// The vision tower of Qwen2.5-VL-7B-Instruct (its `config.json`, `vision_config`), at the
     /// paper's 392 px: a 28x28 patch grid, 14x14 = 196 output tokens of width 3584.
     pub fn qwen2_5_vl_7b() -> Self {

@@ -1,0 +1,333 @@
+//! Stage 1, the style codebook (DESIGN.md, "Style codebook"; CoTyle, arXiv 2511.10555): the
+//! training loop. Each step draws labelled style pairs (x1, x2, y), extracts the frozen
+//! encoder's features of both, quantises x1's through the codebook and minimises
+//! L_contrast + a L_recon + b L_vq (`codebook_loss.rs`), with AdamW, warm-up + cosine LR,
+//! global-norm clipping and gradient accumulation. Codebook usage is tracked and dead codes
+//! are re-seeded from recent features. Metrics go to `metrics.jsonl` and TensorBoard,
+//! checkpoints to `out_dir/run/step-N` (resumable bit for bit: data cursor, optimiser and
+//! usage state are saved), held-out retrieval runs every `eval_every` steps and at step 0
+//! (the untrained baseline). Ctrl-C or SIGTERM saves a checkpoint and stops.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use candle_core::backprop::GradStore;
+use serde::{Deserialize, Serialize};
+
+use data::loader::PairLoader;
+use data::pairs::{Cursor, PairPlan};
+use data::Dataset;
+
+use super::codebook_eval::{evaluate, EvalReport};
+use super::codebook_loss::losses;
+use super::codebook_parts::CodebookParts;
+use crate::config::stages::CodebookConfig;
+use crate::models::codebook::CodeUsage;
+use crate::train::checkpoint::{self, Checkpoint};
+use crate::train::metrics::Metrics;
+use crate::train::optim::{AdamW, AdamWConfig};
+use crate::train::progress::Progress;
+use crate::train::schedule::Schedule;
+
+/// What the loop keeps in a checkpoint besides parameters and optimiser.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct LoopState {
+    /// The next training batch.
+    cursor: Cursor,
+    usage: CodeUsage,
+}
+
+/// How a run ended.
+pub struct Outcome {
+    /// The last checkpoint written (`final` when the run completed).
+    pub checkpoint: PathBuf,
+    pub completed: bool,
+    pub last_eval: Option<EvalReport>,
+}
+
+/// Trains from scratch, or from the checkpoint `resume` names (`latest`, a step folder or a
+/// run folder), writing into `run_dir`. `config_yaml` is the resolved config, saved with
+/// every checkpoint. `should_stop` is polled once per step (the CLI passes the Ctrl-C flag).
+pub fn train(
+    cfg: &CodebookConfig,
+    config_yaml: &str,
+    run_dir: &Path,
+    resume: Option<&str>,
+    should_stop: &dyn Fn() -> bool,
+) -> Result<Outcome> {
+    let t = &cfg.train;
+    std::fs::create_dir_all(run_dir)
+        .with_context(|| format!("creating run folder {}", run_dir.display()))?;
+    let resumed = match resume {
+        Some(arg) => {
+            let path = checkpoint::resolve_resume(run_dir, arg)?;
+            tracing::info!("resuming from {}", path.display());
+            Some(checkpoint::load(&path)?)
+        }
+        None => None,
+    };
+    if let Some(ck) = &resumed {
+        if ck.config_yaml != config_yaml {
+            tracing::warn!("the config differs from the checkpoint's; the new one applies");
+        }
+    }
+    let parts = CodebookParts::build(cfg, resumed.as_ref().map(|c| &c.model))?;
+    let mut opt = AdamW::new(parts.named_vars(), AdamWConfig::from_train(t))?;
+    let mut state = LoopState {
+        usage: CodeUsage::new(&cfg.codebook),
+        ..LoopState::default()
+    };
+    if let Some(ck) = &resumed {
+        opt.load_state(&ck.optim)?;
+        state = serde_json::from_value(ck.state.clone()).context("checkpoint loop state")?;
+    }
+    let start = opt.steps_taken();
+    let train_ds = Arc::new(Dataset::open(&cfg.data.root, &cfg.data.train_split)?);
+    let eval_ds = Arc::new(Dataset::open(&cfg.data.root, &cfg.data.eval_split)?);
+    let plan = PairPlan {
+        seed: t.seed,
+        rank: 0,
+        world: 1,
+        batch_size: t.batch_size / t.grad_accum,
+        negative_fraction: cfg.data.negative_fraction,
+        window_blocks: cfg.data.window_blocks,
+    };
+    let mut loader = PairLoader::new(train_ds, &cfg.data, plan, state.cursor)?;
+    let mut metrics = Metrics::open(run_dir, resumed.as_ref().map(|c| c.step))?;
+    tracing::info!(
+        "metrics: {} and {} (tensorboard --logdir)",
+        metrics.jsonl_path().display(),
+        metrics.tb_path().display()
+    );
+    let mut last_eval = None;
+    if start == 0 && t.eval_every > 0 {
+        let r = evaluate(&parts, eval_ds.clone(), &cfg.data, &cfg.eval)?;
+        tracing::info!(
+            "untrained: top-1 {:.3} (encoder features {:.3}), mAP {:.3}, {} images of {} held-out styles",
+            r.top1, r.feature_top1, r.map, r.images, r.styles
+        );
+        metrics.log(0, &r.metrics())?;
+        last_eval = Some(r);
+    }
+    let schedule = Schedule::from_train(t);
+    let mut progress = Progress::new(t.steps, start, t.log_every, t.batch_size, true);
+    let save = |step: u64, opt: &AdamW, state: &LoopState, last: bool| -> Result<PathBuf> {
+        let ck = Checkpoint {
+            step,
+            model: parts.trained_tensors(),
+            optim: opt.state()?,
+            state: serde_json::to_value(state)?,
+            config_yaml: config_yaml.to_string(),
+        };
+        if last {
+            checkpoint::save(run_dir, &ck, t.keep_checkpoints)?;
+            checkpoint::save_final(run_dir, &ck)
+        } else {
+            checkpoint::save(run_dir, &ck, t.keep_checkpoints)
+        }
+    };
+    let mut written = None;
+    for step in start + 1..=t.steps {
+        let mut grads: Option<GradStore> = None;
+        let mut sums = [0f64; 4]; // total, contrast, recon, vq (means over micro-batches)
+        let mut recent_z = None;
+        for _ in 0..t.grad_accum {
+            let batch = loader.next_batch()?;
+            let v1 = parts.features(&batch.anchor)?;
+            let v2 = parts.features(&batch.other)?;
+            let out = parts.codebook.forward(&v1)?;
+            let l = losses(&cfg.loss, &out, &v1, &v2, &batch.label)?;
+            for (k, (name, value)) in l.values()?.into_iter().enumerate() {
+                if !value.is_finite() {
+                    bail!("step {step}: loss `{name}` is {value}; stopping (last checkpoint kept)");
+                }
+                sums[k] += value / t.grad_accum as f64;
+            }
+            let g = (l.total / t.grad_accum as f64)?.backward()?;
+            match grads.as_mut() {
+                Some(acc) => acc.extend(g)?,
+                None => grads = Some(g),
+            }
+            state.usage.record(&out.indices)?;
+            recent_z = Some(out.z.detach());
+            state.cursor = batch.next;
+        }
+        let grads = grads.expect("grad_accum >= 1");
+        let lr = schedule.lr_at(step);
+        let rep = opt
+            .step(&grads, lr, t.grad_clip)
+            .with_context(|| format!("optimiser step {step}"))?;
+        if step == start + 1 && !rep.no_grad.is_empty() {
+            tracing::warn!(
+                "no gradient reached {:?}: they stay as they are",
+                rep.no_grad
+            );
+        }
+        state.usage.end_step();
+        let reseeded = match &recent_z {
+            Some(z) => state.usage.maybe_reinit(
+                &cfg.codebook.dead_code,
+                &parts.codebook_var()?,
+                z,
+                t.seed,
+                step,
+            )?,
+            None => 0,
+        };
+        let usage = state.usage.fraction_used();
+        let values = [
+            ("loss", sums[0]),
+            ("loss/contrast", sums[1]),
+            ("loss/recon", sums[2]),
+            ("loss/vq", sums[3]),
+            ("lr", lr),
+            ("grad_norm", rep.grad_norm),
+            ("codes/used", usage),
+            ("codes/perplexity", state.usage.perplexity()),
+            ("codes/reseeded", reseeded as f64),
+        ];
+        progress.update(step, &values[..2]);
+        if step % t.log_every == 0 || step == t.steps {
+            metrics.log(step, &values)?;
+        }
+        if t.eval_every > 0 && (step % t.eval_every == 0 || step == t.steps) {
+            let r = progress.suspend(|| evaluate(&parts, eval_ds.clone(), &cfg.data, &cfg.eval))?;
+            tracing::info!(
+                "step {step}: held-out top-1 {:.3} mAP {:.3} (features {:.3}), codes used {:.1}%, perplexity {:.1}",
+                r.top1, r.map, r.feature_top1, 100.0 * r.usage, r.perplexity
+            );
+            metrics.log(step, &r.metrics())?;
+            last_eval = Some(r);
+        }
+        let stopping = should_stop() && step < t.steps;
+        if step == t.steps {
+            written = Some(save(step, &opt, &state, true)?);
+        } else if step % t.checkpoint_every == 0 || stopping {
+            written = Some(save(step, &opt, &state, false)?);
+        }
+        if stopping {
+            progress.finish();
+            tracing::warn!("stopped at step {step}; resume with --resume latest");
+            return Ok(Outcome {
+                checkpoint: written.expect("saved above"),
+                completed: false,
+                last_eval,
+            });
+        }
+    }
+    progress.finish();
+    let checkpoint = match written {
+        Some(p) => p,
+        // Nothing left to train (resumed at the end): the final checkpoint is there already.
+        None => run_dir.join("final"),
+    };
+    Ok(Outcome {
+        checkpoint,
+        completed: true,
+        last_eval,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::stages::CodebookConfig;
+    use data::synth::generate::{generate, SynthConfig};
+    use std::cell::Cell;
+
+    /// A dataset of 8 + 4 styles, 32 px, and a config small enough to train in a second.
+    fn setup(root: &Path) -> CodebookConfig {
+        let synth = SynthConfig {
+            styles: 8,
+            test_styles: 4,
+            per_style: 4,
+            size: 32,
+            seed: 3,
+            ..SynthConfig::default()
+        };
+        generate(&root.join("synth"), &synth, &|_, _| {}).unwrap();
+        let mut cfg = CodebookConfig::default();
+        cfg.data.root = root.join("synth");
+        cfg.data.image_size = 32;
+        cfg.encoder.vision.image_size = 32;
+        cfg.codebook.codes = 64;
+        cfg.codebook.code_dim = 16;
+        cfg.codebook.mlp_hidden = 32;
+        cfg.codebook.heads = 4;
+        cfg.codebook.dead_code.window_steps = 2;
+        cfg.codebook.dead_code.reinit_every = 2;
+        let t = &mut cfg.train;
+        (t.steps, t.batch_size, t.grad_accum, t.warmup_steps) = (8, 8, 2, 2);
+        (t.log_every, t.eval_every, t.checkpoint_every) = (1, 4, 3);
+        cfg
+    }
+
+    /// Every logged value but the wall time, by step and name.
+    fn logged(run: &Path) -> Vec<(u64, String, String)> {
+        let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+        let mut out = Vec::new();
+        for line in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let step = v["step"].as_u64().unwrap();
+            for (k, x) in v.as_object().unwrap() {
+                if k != "time" && k != "step" {
+                    out.push((step, k.clone(), x.to_string()));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_stopped_and_resumed_run_matches_an_uninterrupted_one_bit_for_bit() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = setup(dir.path());
+        let (whole, split) = (dir.path().join("whole"), dir.path().join("split"));
+        let done = train(&cfg, "cfg", &whole, None, &|| false).unwrap();
+        assert!(done.completed);
+        let r = done.last_eval.unwrap();
+        assert!(r.top1.is_finite() && r.usage > 0.0, "{r:?}");
+
+        // Stop after the 5th step (a checkpoint is written on stop), then resume.
+        let calls = Cell::new(0);
+        let stop_at_5 = || {
+            calls.set(calls.get() + 1);
+            calls.get() == 5
+        };
+        let first = train(&cfg, "cfg", &split, None, &stop_at_5).unwrap();
+        assert!(!first.completed);
+        assert!(
+            first.checkpoint.ends_with("step-5"),
+            "{:?}",
+            first.checkpoint
+        );
+        let second = train(&cfg, "cfg", &split, Some("latest"), &|| false).unwrap();
+        assert!(second.completed);
+        assert_eq!(logged(&whole), logged(&split));
+        // The final parameters too.
+        let (a, b) = (
+            checkpoint::load(&whole.join("final")).unwrap(),
+            checkpoint::load(&split.join("final")).unwrap(),
+        );
+        for (name, t) in &a.model {
+            let u = &b.model[name];
+            let same = (t - u).unwrap().abs().unwrap().max_all().unwrap();
+            assert_eq!(same.to_scalar::<f32>().unwrap(), 0.0, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_non_finite_loss_stops_with_the_step_and_the_term_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = setup(dir.path());
+        cfg.train.lr = 1e30; // the first update overflows the parameters
+        cfg.train.grad_clip = 0.0;
+        cfg.train.eval_every = 0;
+        let err = train(&cfg, "cfg", &dir.path().join("run"), None, &|| false)
+            .err()
+            .expect("a diverging run is an error");
+        let msg = format!("{err:#}");
+        assert!(msg.contains("step 2") && msg.contains("loss `"), "{msg}");
+    }
+}
