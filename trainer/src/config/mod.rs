@@ -9,6 +9,7 @@
 //!    struct's own [`Validate`] rules; each error is mapped back to its origin in the tree.
 
 pub mod check;
+pub mod rules;
 pub mod stages;
 pub mod tree;
 

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::rules::Rules;
 use crate::models::vision::VisionConfig;
 
 /// `encoder:` the vision tower that turns images into patch features.
@@ -25,17 +26,18 @@ pub struct EncoderConfig {
 
 impl EncoderConfig {
     pub fn problems(&self, prefix: &str, data_image_size: u32) -> Vec<(String, String)> {
+        let mut rules = Rules::new(prefix);
+        rules.need(
+            self.vision.image_size == data_image_size as usize,
+            "vision.image_size",
+            format!(
+                "is {} but data.image_size is {data_image_size}: the encoder runs at the size \
+                 the loader produces",
+                self.vision.image_size
+            ),
+        );
         let mut out = self.vision.problems(&format!("{prefix}.vision"));
-        if self.vision.image_size != data_image_size as usize {
-            out.push((
-                format!("{prefix}.vision.image_size"),
-                format!(
-                    "is {} but data.image_size is {data_image_size}: the encoder runs at the \
-                     size the loader produces",
-                    self.vision.image_size
-                ),
-            ));
-        }
+        out.extend(rules.into_vec());
         out
     }
 }
@@ -61,10 +63,8 @@ impl Default for RetrievalEvalConfig {
 
 impl RetrievalEvalConfig {
     pub fn problems(&self, prefix: &str) -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        if self.batch_size == 0 {
-            out.push((format!("{prefix}.batch_size"), "must be at least 1".into()));
-        }
-        out
+        let mut rules = Rules::new(prefix);
+        rules.need(self.batch_size > 0, "batch_size", "must be at least 1");
+        rules.into_vec()
     }
 }

@@ -71,19 +71,8 @@ impl Default for LossConfig {
 impl LossConfig {
     /// Rules beyond the types, as `(key, message)`; `prefix` is this section's dotted key.
     pub fn problems(&self, prefix: &str) -> Vec<(String, String)> {
-        let key = |k: &str| {
-            if prefix.is_empty() {
-                k.to_string()
-            } else {
-                format!("{prefix}.{k}")
-            }
-        };
-        let mut out = Vec::new();
-        let mut need = |ok: bool, k: &str, msg: String| {
-            if !ok {
-                out.push((key(k), msg));
-            }
-        };
+        let mut rules = crate::config::rules::Rules::new(prefix);
+        let mut need = |ok: bool, k: &str, msg: String| rules.need(ok, k, msg);
         need(
             (-1.0..=1.0).contains(&self.margin),
             "margin",
@@ -105,7 +94,7 @@ impl LossConfig {
             "contrastive",
             "at least one of contrastive, recon and vq must be on (nothing to train)".into(),
         );
-        out
+        rules.into_vec()
     }
 }
 

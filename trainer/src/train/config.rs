@@ -68,13 +68,8 @@ impl Default for TrainConfig {
 impl TrainConfig {
     /// Rules beyond the types, as `(key, message)`.
     pub fn problems(&self, prefix: &str) -> Vec<(String, String)> {
-        let key = |k: &str| format!("{prefix}.{k}");
-        let mut out = Vec::new();
-        let mut need = |ok: bool, k: &str, msg: String| {
-            if !ok {
-                out.push((key(k), msg));
-            }
-        };
+        let mut rules = crate::config::rules::Rules::new(prefix);
+        let mut need = |ok: bool, k: &str, msg: String| rules.need(ok, k, msg);
         need(self.steps > 0, "steps", "must be at least 1".into());
         need(
             self.batch_size > 0,
@@ -131,6 +126,6 @@ impl TrainConfig {
             "keep_checkpoints",
             "must be at least 1".into(),
         );
-        out
+        rules.into_vec()
     }
 }

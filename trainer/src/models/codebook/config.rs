@@ -71,19 +71,8 @@ impl StyleCodebookConfig {
     /// The rule that `heads` divides the encoder width is checked by `StyleCodebook::new`,
     /// which knows that width.
     pub fn problems(&self, prefix: &str) -> Vec<(String, String)> {
-        let key = |k: &str| {
-            if prefix.is_empty() {
-                k.to_string()
-            } else {
-                format!("{prefix}.{k}")
-            }
-        };
-        let mut out = Vec::new();
-        let mut need = |ok: bool, k: &str, msg: String| {
-            if !ok {
-                out.push((key(k), msg));
-            }
-        };
+        let mut rules = crate::config::rules::Rules::new(prefix);
+        let mut need = |ok: bool, k: &str, msg: String| rules.need(ok, k, msg);
         for (k, v) in [
             ("codes", self.codes),
             ("code_dim", self.code_dim),
@@ -120,6 +109,6 @@ impl StyleCodebookConfig {
                 "must be at least 1 when dead_code.enabled".into(),
             );
         }
-        out
+        rules.into_vec()
     }
 }

@@ -102,19 +102,8 @@ impl VisionConfig {
 
     /// Rules beyond the types, as `(key, message)`; `prefix` is this section's dotted key.
     pub fn problems(&self, prefix: &str) -> Vec<(String, String)> {
-        let key = |k: &str| {
-            if prefix.is_empty() {
-                k.to_string()
-            } else {
-                format!("{prefix}.{k}")
-            }
-        };
-        let mut out = Vec::new();
-        let mut need = |ok: bool, k: &str, msg: String| {
-            if !ok {
-                out.push((key(k), msg));
-            }
-        };
+        let mut rules = crate::config::rules::Rules::new(prefix);
+        let mut need = |ok: bool, k: &str, msg: String| rules.need(ok, k, msg);
         for (k, v) in [
             ("depth", self.depth),
             ("hidden_size", self.hidden_size),
@@ -190,6 +179,6 @@ impl VisionConfig {
             "initializer_range",
             "must be a positive number".into(),
         );
-        out
+        rules.into_vec()
     }
 }
