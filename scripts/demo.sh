@@ -27,4 +27,10 @@ echo "== synthetic paired-style dataset -> $out/synth"
 echo "== data loader throughput"
 "$trainer" bench data --root "$out/synth" --threads 2 --passes 1 | tee "$out/bench-data.txt"
 
-echo "done: contact sheet $out/grid.png, report $out/inspect.txt"
+echo "== stage 1: style codebook (tiny config) -> $out/codebook/demo"
+"$trainer" codebook --config configs/tiny/codebook.yaml --set "data.root=$out/synth" \
+  --set "train.out_dir=$out/codebook" --set train.run=demo | tee "$out/codebook.txt"
+"$trainer" codebook eval --checkpoint "$out/codebook/demo/final" | tee -a "$out/codebook.txt"
+"$trainer" extract --checkpoint "$out/codebook/demo/final" | tee -a "$out/codebook.txt"
+
+echo "done: contact sheet $out/grid.png, reports $out/inspect.txt and $out/codebook.txt"
