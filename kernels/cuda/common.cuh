@@ -126,3 +126,31 @@ __device__ void col_sums_finish(const typename Work<S>::T* partial, S* out, unsi
     KERNEL(NAME##_f64, double)                                                                     \
     KERNEL(NAME##_bf16, bf16)                                                                      \
     KERNEL(NAME##_f16, f16)
+
+// The extern "C" kernel of col_sums_finish for storage type S: FOR_FLOATS(COL_SUMS_FINISH, NAME).
+#define COL_SUMS_FINISH(NAME, S)                                                                   \
+    extern "C" __global__ void NAME(const Work<S>::T* partial, S* out, unsigned int chunks,        \
+                                    unsigned int width) {                                          \
+        col_sums_finish<S>(partial, out, chunks, width);                                           \
+    }
+
+// The kernels the row norms (layer_norm.cu, rms_norm.cu) share the shape of: NAME for storage
+// type S, passing its arguments on to the device function FN<S>.
+//   ROW_NORM_DX:       x, w, dy (R, D) -> dx (R, D), one block per row
+//   ROW_NORM_STATS:    x (R, D) -> the statistics of each row, one block per row
+//   ROW_NORM_PARTIAL:  x, dy (R, D) and those statistics -> per-chunk column partials
+#define ROW_NORM_DX(NAME, S, FN)                                                                   \
+    extern "C" __global__ void NAME(const S* x, const S* w, const S* dy, S* dx, unsigned int d,    \
+                                    double eps) {                                                  \
+        FN<S>(x, w, dy, dx, d, eps);                                                               \
+    }
+#define ROW_NORM_STATS(NAME, S, FN)                                                                \
+    extern "C" __global__ void NAME(const S* x, Work<S>::T* stats, unsigned int d, double eps) {   \
+        FN<S>(x, stats, d, eps);                                                                   \
+    }
+#define ROW_NORM_PARTIAL(NAME, S, FN)                                                              \
+    extern "C" __global__ void NAME(const S* x, const S* dy, const Work<S>::T* stats,              \
+                                    Work<S>::T* partial, unsigned int rows, unsigned int d,        \
+                                    unsigned int per_chunk) {                                      \
+        FN<S>(x, dy, stats, partial, rows, d, per_chunk);                                          \
+    }

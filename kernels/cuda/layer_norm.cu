@@ -105,29 +105,12 @@ __device__ void ln_dwb_partial(const S* x, const S* dy, const typename Work<S>::
                                     unsigned int d, double eps) {                                  \
         ln_fwd_row<S>(x, w, b, has_bias, y, d, eps);                                               \
     }
-#define LN_DX(NAME, S)                                                                             \
-    extern "C" __global__ void NAME(const S* x, const S* w, const S* dy, S* dx, unsigned int d,    \
-                                    double eps) {                                                  \
-        ln_dx_row<S>(x, w, dy, dx, d, eps);                                                        \
-    }
-#define LN_STATS(NAME, S)                                                                          \
-    extern "C" __global__ void NAME(const S* x, Work<S>::T* stats, unsigned int d, double eps) {   \
-        ln_stats_rows<S>(x, stats, d, eps);                                                        \
-    }
-#define LN_DWB_PARTIAL(NAME, S)                                                                    \
-    extern "C" __global__ void NAME(const S* x, const S* dy, const Work<S>::T* stats,              \
-                                    Work<S>::T* partial, unsigned int rows, unsigned int d,        \
-                                    unsigned int per_chunk) {                                      \
-        ln_dwb_partial<S>(x, dy, stats, partial, rows, d, per_chunk);                              \
-    }
-#define LN_DWB_FINISH(NAME, S)                                                                     \
-    extern "C" __global__ void NAME(const Work<S>::T* partial, S* dwb, unsigned int chunks,        \
-                                    unsigned int width) {                                          \
-        col_sums_finish<S>(partial, dwb, chunks, width);                                           \
-    }
+#define LN_DX(NAME, S) ROW_NORM_DX(NAME, S, ln_dx_row)
+#define LN_STATS(NAME, S) ROW_NORM_STATS(NAME, S, ln_stats_rows)
+#define LN_DWB_PARTIAL(NAME, S) ROW_NORM_PARTIAL(NAME, S, ln_dwb_partial)
 
 FOR_FLOATS(LN_FWD, layer_norm)
 FOR_FLOATS(LN_DX, layer_norm_dx)
 FOR_FLOATS(LN_STATS, layer_norm_stats)
 FOR_FLOATS(LN_DWB_PARTIAL, layer_norm_dwb_partial)
-FOR_FLOATS(LN_DWB_FINISH, layer_norm_dwb_finish)
+FOR_FLOATS(COL_SUMS_FINISH, layer_norm_dwb_finish)

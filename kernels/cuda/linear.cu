@@ -35,12 +35,7 @@ __device__ void lin_db_partial(const S* dy, typename Work<S>::T* partial, unsign
                                     unsigned int out, unsigned int per_chunk) {                    \
         lin_db_partial<S>(dy, partial, rows, out, per_chunk);                                      \
     }
-#define LIN_DB_FINISH(NAME, S)                                                                     \
-    extern "C" __global__ void NAME(const Work<S>::T* partial, S* db, unsigned int chunks,         \
-                                    unsigned int out) {                                            \
-        col_sums_finish<S>(partial, db, chunks, out);                                              \
-    }
 
 FOR_FLOATS(LIN_BIAS_ADD, linear_bias_add)
 FOR_FLOATS(LIN_DB_PARTIAL, linear_db_partial)
-FOR_FLOATS(LIN_DB_FINISH, linear_db_finish)
+FOR_FLOATS(COL_SUMS_FINISH, linear_db_finish)

@@ -75,29 +75,12 @@ __device__ void rms_dw_partial(const S* x, const S* dy, const typename Work<S>::
     extern "C" __global__ void NAME(const S* x, const S* w, S* y, unsigned int d, double eps) {    \
         rms_fwd_row<S>(x, w, y, d, eps);                                                           \
     }
-#define RMS_DX(NAME, S)                                                                            \
-    extern "C" __global__ void NAME(const S* x, const S* w, const S* dy, S* dx, unsigned int d,    \
-                                    double eps) {                                                  \
-        rms_dx_row<S>(x, w, dy, dx, d, eps);                                                       \
-    }
-#define RMS_RSTD(NAME, S)                                                                          \
-    extern "C" __global__ void NAME(const S* x, Work<S>::T* r, unsigned int d, double eps) {       \
-        rms_rstd_rows<S>(x, r, d, eps);                                                            \
-    }
-#define RMS_DW_PARTIAL(NAME, S)                                                                    \
-    extern "C" __global__ void NAME(const S* x, const S* dy, const Work<S>::T* r,                  \
-                                    Work<S>::T* partial, unsigned int rows, unsigned int d,        \
-                                    unsigned int per_chunk) {                                      \
-        rms_dw_partial<S>(x, dy, r, partial, rows, d, per_chunk);                                  \
-    }
-#define RMS_DW_FINISH(NAME, S)                                                                     \
-    extern "C" __global__ void NAME(const Work<S>::T* partial, S* dw, unsigned int chunks,         \
-                                    unsigned int d) {                                              \
-        col_sums_finish<S>(partial, dw, chunks, d);                                                \
-    }
+#define RMS_DX(NAME, S) ROW_NORM_DX(NAME, S, rms_dx_row)
+#define RMS_RSTD(NAME, S) ROW_NORM_STATS(NAME, S, rms_rstd_rows)
+#define RMS_DW_PARTIAL(NAME, S) ROW_NORM_PARTIAL(NAME, S, rms_dw_partial)
 
 FOR_FLOATS(RMS_FWD, rms_norm)
 FOR_FLOATS(RMS_DX, rms_norm_dx)
 FOR_FLOATS(RMS_RSTD, rms_norm_rstd)
 FOR_FLOATS(RMS_DW_PARTIAL, rms_norm_dw_partial)
-FOR_FLOATS(RMS_DW_FINISH, rms_norm_dw_finish)
+FOR_FLOATS(COL_SUMS_FINISH, rms_norm_dw_finish)

@@ -188,65 +188,51 @@ fn precision(dtype: DType) -> Result<()> {
     }
 }
 
-impl InplaceOp2 for Moments {
-    fn name(&self) -> &'static str {
-        "cotyle-adamw-moments"
-    }
+/// The `InplaceOp2` of one pass: candle's name for it, the operand whose dtype is the master
+/// weights' (checked by `precision`), the CPU function and the CUDA one, and the constants
+/// (`moments_consts` or `apply_consts` of the step) the CUDA pass takes.
+macro_rules! pass_op {
+    // The storage `s1` or `s2` names (macro hygiene: the names must come from this body).
+    (@master s1, $s1:ident, $s2:ident) => { $s1 };
+    (@master s2, $s1:ident, $s2:ident) => { $s2 };
+    ($op:ident, $name:literal, master: $master:ident, cpu: $cpu:ident,
+     cuda: $cuda:ident($consts:ident)) => {
+        impl InplaceOp2 for $op {
+            fn name(&self) -> &'static str {
+                $name
+            }
 
-    fn cpu_fwd(
-        &self,
-        s1: &mut CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<()> {
-        let dtype = s2.dtype();
-        precision(dtype)?;
-        cpu::by_precision!(NAME, dtype => moments(&self.0, s1, l1, s2, l2))
-    }
+            fn cpu_fwd(
+                &self,
+                s1: &mut CpuStorage,
+                l1: &Layout,
+                s2: &CpuStorage,
+                l2: &Layout,
+            ) -> Result<()> {
+                let dtype = pass_op!(@master $master, s1, s2).dtype();
+                precision(dtype)?;
+                cpu::by_precision!(NAME, dtype => $cpu(&self.0, s1, l1, s2, l2))
+            }
 
-    #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        s1: &mut candle_core::CudaStorage,
-        l1: &Layout,
-        s2: &candle_core::CudaStorage,
-        l2: &Layout,
-    ) -> Result<()> {
-        precision(s2.dtype())?;
-        crate::cuda::adamw_moments(&moments_consts(&self.0), s1, l1, s2, l2)
-    }
+            #[cfg(feature = "cuda")]
+            fn cuda_fwd(
+                &self,
+                s1: &mut candle_core::CudaStorage,
+                l1: &Layout,
+                s2: &candle_core::CudaStorage,
+                l2: &Layout,
+            ) -> Result<()> {
+                precision(pass_op!(@master $master, s1, s2).dtype())?;
+                crate::cuda::$cuda(&$consts(&self.0), s1, l1, s2, l2)
+            }
+        }
+    };
 }
 
-impl InplaceOp2 for Apply {
-    fn name(&self) -> &'static str {
-        "cotyle-adamw-apply"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &mut CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<()> {
-        let dtype = s1.dtype();
-        precision(dtype)?;
-        cpu::by_precision!(NAME, dtype => apply(&self.0, s1, l1, s2, l2))
-    }
-
-    #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        s1: &mut candle_core::CudaStorage,
-        l1: &Layout,
-        s2: &candle_core::CudaStorage,
-        l2: &Layout,
-    ) -> Result<()> {
-        precision(s1.dtype())?;
-        crate::cuda::adamw_apply(&apply_consts(&self.0), s1, l1, s2, l2)
-    }
-}
+// Moments: the gradient (s2) sets the precision; Apply: the parameter (s1).
+pass_op!(Moments, "cotyle-adamw-moments", master: s2, cpu: moments,
+         cuda: adamw_moments(moments_consts));
+pass_op!(Apply, "cotyle-adamw-apply", master: s1, cpu: apply, cuda: adamw_apply(apply_consts));
 
 #[cfg(test)]
 mod tests {

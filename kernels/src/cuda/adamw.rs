@@ -15,12 +15,27 @@ trait Master: CudaDType + DeviceRepr + WithDType {}
 impl Master for f32 {}
 impl Master for f64 {}
 
+/// The error for a dtype other than f32 and f64, before anything else is checked.
+fn master(dtype: DType) -> Result<()> {
+    match dtype {
+        DType::F32 | DType::F64 => Ok(()),
+        d => Err(not_master(d)),
+    }
+}
+
+fn not_master(d: DType) -> candle_core::Error {
+    candle_core::Error::Msg(format!(
+        "{NAME}: parameters must be f32 or f64 (master weights), got {d:?}"
+    ))
+}
+
+/// Calls `f::<T>(args)` with T the storage type of `dtype`, which `master` has accepted.
 macro_rules! by_master {
     ($dtype:expr => $f:ident($($arg:expr),* $(,)?)) => {
         match $dtype {
             DType::F32 => $f::<f32>($($arg),*),
             DType::F64 => $f::<f64>($($arg),*),
-            d => bail!("{NAME}: parameters must be f32 or f64 (master weights), got {d:?}"),
+            d => Err(not_master(d)),
         }
     };
 }
@@ -42,16 +57,8 @@ pub(crate) fn adamw_moments(
     s2: &CudaStorage,
     l2: &Layout,
 ) -> Result<()> {
-    by_master!(s1.dtype() => moments(k, s1, l1, s2, l2))
-}
-
-fn moments<T: Master>(
-    k: &[f64; 5],
-    s1: &mut CudaStorage,
-    l1: &Layout,
-    s2: &CudaStorage,
-    l2: &Layout,
-) -> Result<()> {
+    let dtype = s1.dtype();
+    master(dtype)?;
     let n = l2.shape().elem_count();
     let (a, b) = range(l1, "moments")?;
     if b - a != 2 * n {
@@ -60,22 +67,7 @@ fn moments<T: Master>(
             b - a
         );
     }
-    if n == 0 {
-        return Ok(());
-    }
-    let dev = s1.device().clone();
-    let g = dense::<T>(s2, l2)?;
-    let g = g.view()?;
-    let mut mv = s1.as_cuda_slice_mut::<T>()?.slice_mut(a..b);
-    let k = k.map(T::from_f64);
-    let n64 = n as u64;
-    let func = nvrtc::function(&dev, nvrtc::ADAMW, &kernel::<T>("adamw_moments"))?;
-    let mut bld = func.builder();
-    bld.arg(&mut mv).arg(&g).arg(&n64);
-    bld.arg(&k[0]).arg(&k[1]).arg(&k[2]).arg(&k[3]).arg(&k[4]);
-    // SAFETY: matches `adamw_moments_*` in adamw.cu; mv holds 2n, g holds n.
-    unsafe { bld.launch(elems_config(n)) }.w()?;
-    Ok(())
+    by_master!(dtype => launch("adamw_moments", k, s1, (a, b), (s2, l2), n))
 }
 
 /// The parameter (N, contiguous) in place, with its moments (2, N); k as `crate::adamw`
@@ -87,16 +79,8 @@ pub(crate) fn adamw_apply(
     s2: &CudaStorage,
     l2: &Layout,
 ) -> Result<()> {
-    by_master!(s1.dtype() => apply(k, s1, l1, s2, l2))
-}
-
-fn apply<T: Master>(
-    k: &[f64; 4],
-    s1: &mut CudaStorage,
-    l1: &Layout,
-    s2: &CudaStorage,
-    l2: &Layout,
-) -> Result<()> {
+    let dtype = s1.dtype();
+    master(dtype)?;
     let (a, b) = range(l1, "parameter")?;
     let n = b - a;
     if l2.shape().elem_count() != 2 * n {
@@ -105,20 +89,37 @@ fn apply<T: Master>(
             l2.shape().elem_count()
         );
     }
+    by_master!(dtype => launch("adamw_apply", k, s1, (a, b), (s2, l2), n))
+}
+
+/// Kernel `root` of adamw.cu over n elements, with the arguments (s1[a..b] in place, the
+/// other operand dense, n, then k rounded to T): the sizes are the caller's to check, as the
+/// kernel's signature is. No launch when n = 0.
+fn launch<T: Master>(
+    root: &str,
+    k: &[f64],
+    s1: &mut CudaStorage,
+    (a, b): (usize, usize),
+    (s2, l2): (&CudaStorage, &Layout),
+    n: usize,
+) -> Result<()> {
     if n == 0 {
         return Ok(());
     }
     let dev = s1.device().clone();
-    let mv = dense::<T>(s2, l2)?;
-    let mv = mv.view()?;
-    let mut p = s1.as_cuda_slice_mut::<T>()?.slice_mut(a..b);
-    let k = k.map(T::from_f64);
+    let other = dense::<T>(s2, l2)?;
+    let other = other.view()?;
+    let mut inplace = s1.as_cuda_slice_mut::<T>()?.slice_mut(a..b);
+    let k: Vec<T> = k.iter().map(|&c| T::from_f64(c)).collect();
     let n64 = n as u64;
-    let func = nvrtc::function(&dev, nvrtc::ADAMW, &kernel::<T>("adamw_apply"))?;
+    let func = nvrtc::function(&dev, nvrtc::ADAMW, &kernel::<T>(root))?;
     let mut bld = func.builder();
-    bld.arg(&mut p).arg(&mv).arg(&n64);
-    bld.arg(&k[0]).arg(&k[1]).arg(&k[2]).arg(&k[3]);
-    // SAFETY: matches `adamw_apply_*` in adamw.cu; p holds n, mv holds 2n.
+    bld.arg(&mut inplace).arg(&other).arg(&n64);
+    for c in &k {
+        bld.arg(c);
+    }
+    // SAFETY: matches `adamw_moments_*` and `adamw_apply_*` in adamw.cu, with the sizes the
+    // callers check (moments: 2n in place, g n; apply: p n in place, moments 2n).
     unsafe { bld.launch(elems_config(n)) }.w()?;
     Ok(())
 }

@@ -24,6 +24,7 @@ use candle_core::cuda_backend::{CudaDType, CudaDevice, WrapErr};
 use candle_core::op::BackpropOp;
 use candle_core::{bail, CudaStorage, DType, Layout, Result, Shape, Storage, Tensor, WithDType};
 use cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
+use std::ops::Deref;
 
 const NAME: &str = "attention";
 
@@ -158,12 +159,14 @@ impl Params<'_> {
     }
 }
 
-/// The mask as a dense buffer of the working precision W (`attention.rs` converts it).
+/// The mask, if any, as a dense buffer of the working precision W (`attention.rs` converts
+/// it), from `held`: `Params::mask` with its storage held for the launch.
 fn mask_dense<'a, W: CudaDType + WithDType>(
-    s: &'a Storage,
-    l: &Layout,
-    md: [usize; 4],
-) -> Result<Dense<'a, W>> {
+    held: &'a Option<((impl Deref<Target = Storage>, &Layout), [usize; 4])>,
+) -> Result<Option<Dense<'a, W>>> {
+    let Some(((s, l), md)) = held else {
+        return Ok(None);
+    };
     let s = on_gpu(s, "the mask")?;
     if s.dtype() != W::DTYPE {
         bail!(
@@ -172,8 +175,8 @@ fn mask_dense<'a, W: CudaDType + WithDType>(
             s.dtype()
         );
     }
-    expect_dims(NAME, "the mask", l, &md)?;
-    dense::<W>(s, l)
+    expect_dims(NAME, "the mask", l, md)?;
+    dense::<W>(s, l).map(Some)
 }
 
 /// A launch of `blocks` blocks of attention.cu's block size with `smem` elements of W of
@@ -247,14 +250,8 @@ fn fwd<T: Float>(
     );
     let (q, k, v) = (q.view()?, k.view()?, v.view()?);
     let mask_guard = p.mask.map(|(t, md)| (t.storage_and_layout(), md));
-    let mask = match &mask_guard {
-        Some(((s, l), md)) => Some(mask_dense::<T::Work>(s, l, *md)?),
-        None => None,
-    };
-    let mask = match &mask {
-        Some(m) => Some(m.view()?),
-        None => None,
-    };
+    let mask = mask_dense::<T::Work>(&mask_guard)?;
+    let mask = mask.as_ref().map(Dense::view).transpose()?;
     let mut o = output::<T>(dev, nq)?;
     let mut lse = output::<T::Work>(dev, b * h * tq)?;
     let func = nvrtc::function(dev, nvrtc::ATTENTION, &kernel::<T>("attention_fwd"))?;
@@ -329,14 +326,8 @@ fn bwd<T: Float>(
     let lse = dense::<T::Work>(on_gpu(&lg, "the saved log-sum-exp")?, ll)?;
     let (o, d_o, lse) = (o.view()?, d_o.view()?, lse.view()?);
     let mask_guard = p.mask.map(|(t, md)| (t.storage_and_layout(), md));
-    let mask = match &mask_guard {
-        Some(((s, l), md)) => Some(mask_dense::<T::Work>(s, l, *md)?),
-        None => None,
-    };
-    let mask = match &mask {
-        Some(m) => Some(m.view()?),
-        None => None,
-    };
+    let mask = mask_dense::<T::Work>(&mask_guard)?;
+    let mask = mask.as_ref().map(Dense::view).transpose()?;
 
     // Dl = rowsum(dO * o), shared by both gradient kernels.
     let rows = b * h * tq;
@@ -477,6 +468,22 @@ fn merge(
     Ok(out)
 }
 
+/// q, k (rotated when the op has RoPE) and v (a view) of qkv (B, T, (H + 2 Hkv) D), as
+/// (B, n, T, D) heads.
+fn packed_qkv<'a>(
+    p: &Params,
+    rope: Option<PackedRope>,
+    (s, l): Arg<'a>,
+) -> Result<(Heads<'a>, Heads<'a>, Layout)> {
+    let Dims {
+        b, h, hkv, tq, d, ..
+    } = p.dims;
+    expect_dims(NAME, "qkv", l, &[b, tq, (h + 2 * hkv) * d])?;
+    let q = rotated(s, heads_view(l, 0, h, d), rope, false)?;
+    let k = rotated(s, heads_view(l, h, hkv, d), rope, false)?;
+    Ok((q, k, heads_view(l, h + hkv, hkv, d)))
+}
+
 /// `attention_packed`: qkv (B, T, (H + 2 Hkv) D) -> (o (B, T, H D), L (B, H, T) as
 /// `attention` keeps it).
 pub(crate) fn attention_packed(
@@ -484,13 +491,8 @@ pub(crate) fn attention_packed(
     rope: Option<PackedRope>,
     (s, l): Arg,
 ) -> Result<(CudaStorage, Tensor)> {
-    let Dims {
-        b, h, hkv, tq, d, ..
-    } = p.dims;
-    expect_dims(NAME, "qkv", l, &[b, tq, (h + 2 * hkv) * d])?;
-    let q = rotated(s, heads_view(l, 0, h, d), rope, false)?;
-    let k = rotated(s, heads_view(l, h, hkv, d), rope, false)?;
-    let v = heads_view(l, h + hkv, hkv, d);
+    let Dims { b, h, tq, d, .. } = p.dims;
+    let (q, k, v) = packed_qkv(p, rope, (s, l))?;
     let (o, lse) = attention(p, q.arg(), k.arg(), (s, &v))?;
     let o = merge(s.device(), s.dtype(), &[(&o, 0, h)], (b, tq, d))?;
     Ok((o, lse))
@@ -507,10 +509,7 @@ pub(crate) fn attention_packed_bwd(
     let Dims {
         b, h, hkv, tq, d, ..
     } = p.dims;
-    expect_dims(NAME, "qkv", l, &[b, tq, (h + 2 * hkv) * d])?;
-    let q = rotated(s, heads_view(l, 0, h, d), rope, false)?;
-    let k = rotated(s, heads_view(l, h, hkv, d), rope, false)?;
-    let v = heads_view(l, h + hkv, hkv, d);
+    let (q, k, v) = packed_qkv(p, rope, (s, l))?;
     let (g, _) = attention_bwd(p, q.arg(), k.arg(), (s, &v), saved)?;
     let (nq, nkv) = (b * h * tq * d, b * hkv * tq * d);
     let dq = rotated(&g, Layout::contiguous((b, h, tq, d)), rope, true)?;

@@ -20,6 +20,7 @@ mod adamw;
 mod attention;
 mod layer_norm;
 mod linear;
+mod norm;
 mod nvrtc;
 mod rms_norm;
 mod rope;
@@ -39,9 +40,9 @@ pub(crate) use rope::rope;
 pub(crate) use softmax::{softmax, softmax_bwd};
 
 use candle_core::backend::{BackendDevice, BackendStorage};
-use candle_core::cuda_backend::{CudaDType, CudaDevice};
+use candle_core::cuda_backend::{CudaDType, CudaDevice, WrapErr};
 use candle_core::{bail, CudaStorage, DType, Layout, Result, Shape, WithDType};
-use cudarc::driver::{CudaSlice, CudaView, DeviceRepr, LaunchConfig};
+use cudarc::driver::{CudaSlice, CudaView, DeviceRepr, LaunchConfig, PushKernelArg};
 use half::{bf16, f16};
 use std::ops::Range;
 
@@ -168,6 +169,45 @@ pub(crate) fn rows_config(op: &str, rows: usize, d: usize) -> Result<LaunchConfi
         block_dim: (row_threads(d), 1, 1),
         shared_mem_bytes: 0,
     })
+}
+
+/// A row-wise op with one block per row: kernel `root` of `prog` for T, over the dense
+/// `inputs` (the first is (…, D) and gives the rows and the result's shape), with the
+/// arguments (each input, then the output (…, D), then D as `unsigned int`, then `eps` as
+/// `double` when given). The kernel must take exactly those, reading rows * D or D elements
+/// of each input and writing all rows * D of the output. No launch when there are no elements.
+pub(crate) fn rows_op<T: Float>(
+    op: &str,
+    prog: nvrtc::Program,
+    root: &str,
+    inputs: &[(&CudaStorage, &Layout)],
+    eps: Option<f64>,
+) -> Result<(CudaStorage, Shape)> {
+    let (s1, l1) = inputs[0];
+    let dev = s1.device();
+    let (rows, d) = rows_of(l1);
+    if rows * d == 0 {
+        return Ok((empty(dev, l1.shape(), s1.dtype())?, l1.shape().clone()));
+    }
+    let cfg = rows_config(op, rows, d)?;
+    let held = inputs.iter().map(|&(s, l)| dense::<T>(s, l));
+    let held = held.collect::<Result<Vec<_>>>()?;
+    let views = held.iter().map(Dense::view).collect::<Result<Vec<_>>>()?;
+    let mut y = output::<T>(dev, rows * d)?;
+    let d32 = u32_arg(op, "D", d)?;
+    let func = nvrtc::function(dev, prog, &kernel::<T>(root))?;
+    let mut b = func.builder();
+    for v in &views {
+        b.arg(v);
+    }
+    b.arg(&mut y).arg(&d32);
+    if let Some(eps) = &eps {
+        b.arg(eps);
+    }
+    // SAFETY: the argument list is the one documented above, which the caller's kernel takes;
+    // y holds rows * d.
+    unsafe { b.launch(cfg) }.w()?;
+    Ok(wrap(dev, y, l1.shape()))
 }
 
 /// A grid-stride launch over `n` elements (kernels loop while i < n).
