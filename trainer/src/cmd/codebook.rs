@@ -90,13 +90,10 @@ pub fn run(a: CodebookArgs) -> Result<()> {
 fn run_dir(cfg: &CodebookConfig, resume: Option<&str>) -> Result<PathBuf> {
     let t = &cfg.train;
     if let Some(arg) = resume.filter(|a| *a != "latest") {
-        let p = Path::new(arg);
-        let is_ck = p.join("state.json").is_file();
-        let dir = if is_ck { p.parent().unwrap_or(p) } else { p };
-        if !dir.is_dir() {
-            bail!("--resume {arg}: no such run or checkpoint folder");
-        }
-        return Ok(dir.to_path_buf());
+        let ck = checkpoint::checkpoint_dir(Path::new(arg))
+            .with_context(|| format!("--resume {arg}"))?;
+        // The run folder is the checkpoint's parent, whichever of the two was named.
+        return Ok(ck.parent().unwrap_or(Path::new(".")).to_path_buf());
     }
     if t.run.is_empty() {
         if resume.is_some() {
@@ -115,8 +112,11 @@ fn run_dir(cfg: &CodebookConfig, resume: Option<&str>) -> Result<PathBuf> {
 }
 
 fn eval(a: EvalArgs) -> Result<()> {
-    let ck = checkpoint::load(&a.checkpoint)?;
-    let source = a.checkpoint.join("config.yaml");
+    // A run folder means its `latest`: reports and errors name the real checkpoint.
+    // A run folder means its `latest`: the report names, and sits beside, the real checkpoint.
+    let ck_dir = checkpoint::checkpoint_dir(&a.checkpoint)?;
+    let ck = checkpoint::load(&ck_dir)?;
+    let source = ck_dir.join("config.yaml");
     let mut cfg: CodebookConfig = load_stage_text(&ck.config_yaml, &source, "codebook")
         .map_err(|p| anyhow::anyhow!("{p}"))?;
     if let Some(d) = a.data {
@@ -151,16 +151,12 @@ fn eval(a: EvalArgs) -> Result<()> {
     );
     // Beside the checkpoint, not in it: a checkpoint folder holds what state.json lists.
     let out = a.out.unwrap_or_else(|| {
-        let name = a
-            .checkpoint
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy();
-        let parent = a.checkpoint.parent().unwrap_or(Path::new("."));
+        let name = ck_dir.file_name().unwrap_or_default().to_string_lossy();
+        let parent = ck_dir.parent().unwrap_or(Path::new("."));
         parent.join(format!("eval-{name}.json"))
     });
     let json = serde_json::json!({
-        "checkpoint": a.checkpoint,
+        "checkpoint": ck_dir,
         "step": ck.step,
         "data": cfg.data.root,
         "split": cfg.data.eval_split,

@@ -33,8 +33,7 @@ pub struct ExtractArgs {
 }
 
 pub fn run(a: ExtractArgs) -> Result<()> {
-    let ck_dir = checkpoint::resolve_resume(&a.checkpoint, "latest")
-        .or_else(|_| Ok::<_, anyhow::Error>(a.checkpoint.clone()))?;
+    let ck_dir = checkpoint::checkpoint_dir(&a.checkpoint)?;
     let ck = checkpoint::load(&ck_dir)?;
     let mut cfg: CodebookConfig =
         load_stage_text(&ck.config_yaml, &ck_dir.join("config.yaml"), "codebook")

@@ -247,7 +247,9 @@ fn parse_step_name(path: &Path) -> Option<u64> {
 }
 
 /// A checkpoint folder (has `state.json`) as is; a run folder through its `latest`.
-fn checkpoint_dir(path: &Path) -> Result<PathBuf> {
+/// The checkpoint folder `path` names: itself (`step-N`, `final`), or a run folder's
+/// `latest`; an error saying what `path` is instead.
+pub fn checkpoint_dir(path: &Path) -> Result<PathBuf> {
     if path.join(STATE).is_file() {
         return Ok(path.to_path_buf());
     }
