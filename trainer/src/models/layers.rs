@@ -25,6 +25,15 @@ impl Linear {
         Ok(Linear { weight, bias })
     }
 
+    /// (out, in).
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+
     /// x: (…, in) -> (…, out).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         kernels::linear(x, &self.weight, self.bias.as_ref())

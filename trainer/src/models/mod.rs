@@ -4,10 +4,13 @@
 //!
 //! - [`vision`]: the Qwen2.5-VL vision tower (the frozen feature extractor of the codebook).
 //! - [`codebook`]: the style codebook (projection, cosine VQ, mirror = style embeddings).
-//! - [`layers`]: `Linear` and `RmsNorm` on the `kernels` ops.
+//! - [`qwen2`]: the style generator, a Qwen2 decoder over codebook indices.
+//! - [`layers`]: `Linear` and `RmsNorm` on the `kernels` ops; [`init`]: seeded init streams.
 
 pub mod codebook;
+pub mod init;
 pub mod layers;
+pub mod qwen2;
 pub mod vision;
 
 use std::collections::HashMap;

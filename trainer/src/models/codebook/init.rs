@@ -21,13 +21,13 @@
 //! reference implementation would be: Linear weights and biases ~ U(-1/sqrt(fan_in),
 //! 1/sqrt(fan_in)) (`kaiming_uniform_(a=sqrt(5))`), RMSNorm gains 1. Codebook rows are
 //! uniformly random directions (normal draws, L2-normalised). Every tensor draws from its own
-//! stream `Rng::new(mix(seed, fnv1a(name)))`, so its values depend on the seed and its name
+//! stream `tensor_rng(seed, name)`, so its values depend on the seed and its name
 //! only (as `models/vision/init.rs`).
 
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Result, Tensor};
-use data::rng::{mix, Rng};
+use crate::models::init::tensor_rng;
 
 use super::StyleCodebookConfig;
 
@@ -79,7 +79,7 @@ pub fn init_tensors(
         .iter()
         .map(|(name, shape)| {
             let n: usize = shape.iter().product();
-            let mut rng = Rng::new(mix(seed, fnv1a(name)));
+            let mut rng = tensor_rng(seed, name);
             let t = if name.ends_with("norm.weight") {
                 Tensor::ones(shape.as_slice(), DType::F32, &dev)?
             } else if name == "codebook.embedding" {
@@ -112,10 +112,3 @@ fn unit_rows(raw: &[f32], d: usize) -> Result<Vec<f32>> {
     Ok(out)
 }
 
-/// 64-bit FNV-1a of a name: a stable stream label (the same function as in
-/// `models/vision/init.rs`; std's hasher may change between releases).
-fn fnv1a(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}

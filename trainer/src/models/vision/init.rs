@@ -4,13 +4,13 @@
 //! kernel) ~ N(0, initializer_range^2), here truncated at two std so no draw is an outlier;
 //! biases 0; RMSNorm gains 1.
 //!
-//! Every tensor draws from its own stream, `Rng::new(mix(seed, fnv1a(name)))`: a tensor's
+//! Every tensor draws from its own stream, `tensor_rng(seed, name)`: a tensor's
 //! values depend only on the seed and its name, not on the order or the set of the others.
 
 use std::collections::HashMap;
 
 use candle_core::{Device, Result, Tensor};
-use data::rng::{mix, Rng};
+use crate::models::init::{tensor_rng, truncated_normal};
 
 use super::{VisionConfig, PREFIX};
 
@@ -71,7 +71,7 @@ pub fn init_tensors(cfg: &VisionConfig, seed: u64) -> Result<HashMap<String, Ten
                 Tensor::ones(shape, candle_core::DType::F32, &dev)?
             } else {
                 let n = shape.iter().product();
-                let mut rng = Rng::new(mix(seed, fnv1a(&name)));
+                let mut rng = tensor_rng(seed, &name);
                 let values: Vec<f32> = (0..n).map(|_| std * truncated_normal(&mut rng)).collect();
                 Tensor::from_vec(values, shape, &dev)?
             };
@@ -80,19 +80,4 @@ pub fn init_tensors(cfg: &VisionConfig, seed: u64) -> Result<HashMap<String, Ten
         .collect()
 }
 
-/// N(0, 1) conditioned on |x| <= 2, by rejection (accepts 95% of draws).
-fn truncated_normal(rng: &mut Rng) -> f32 {
-    loop {
-        let x = rng.normal();
-        if x.abs() <= 2.0 {
-            return x;
-        }
-    }
-}
 
-/// 64-bit FNV-1a of a name: a stable stream label (std's hasher may change between releases).
-fn fnv1a(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
