@@ -4,6 +4,7 @@
 mod cmd;
 mod config;
 mod models;
+mod sample;
 mod stages;
 mod train;
 
@@ -35,6 +36,10 @@ enum Command {
     Codebook(cmd::codebook::CodebookArgs),
     /// Index sequences of a dataset under a trained codebook (+ freq.json), for the AR stage.
     Extract(cmd::extract::ExtractArgs),
+    /// Stage 3: train the autoregressive style generator on extracted index sequences.
+    Ar(cmd::ar::ArArgs),
+    /// A style code's index sequence (or several codes' interpolated) from a trained generator.
+    SampleStyle(cmd::sample_style::SampleStyleArgs),
     /// Benchmarks (speed is measured here, never asserted in tests).
     #[command(subcommand)]
     Bench(cmd::bench::BenchCommand),
@@ -49,6 +54,8 @@ fn main() -> std::process::ExitCode {
         Command::Config(c) => cmd::config::run(c),
         Command::Codebook(a) => cmd::codebook::run(a),
         Command::Extract(a) => cmd::extract::run(a),
+        Command::Ar(a) => cmd::ar::run(a),
+        Command::SampleStyle(a) => cmd::sample_style::run(a),
         Command::Bench(c) => cmd::bench::run(c),
     };
     match result {

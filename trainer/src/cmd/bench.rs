@@ -24,6 +24,8 @@ pub enum BenchCommand {
     Ops(super::bench_ops::BenchOpsArgs),
     /// One transformer block's training step: fused kernels vs slow candle ops vs PyTorch.
     Block(super::bench_block::BenchBlockArgs),
+    /// Style-generator sampling: codes/s and tokens/s, demo and full size, against PyTorch.
+    Ar(super::bench_ar::BenchArArgs),
 }
 
 #[derive(Args)]
@@ -59,6 +61,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Data(a) => bench_data(a),
         BenchCommand::Ops(a) => super::bench_ops::run(a),
         BenchCommand::Block(a) => super::bench_block::run(a),
+        BenchCommand::Ar(a) => super::bench_ar::run(a),
     }
 }
 

@@ -65,7 +65,7 @@ pub fn run(a: CodebookArgs) -> Result<()> {
     let cfg: CodebookConfig =
         load_stage(&file, "codebook", &a.sets).map_err(|p| anyhow::anyhow!("{p}"))?;
     let yaml = format!("stage: codebook\n{}", to_yaml(&cfg));
-    let run_dir = run_dir(&cfg, a.resume.as_deref())?;
+    let run_dir = super::run_dir(&cfg.train, a.resume.as_deref())?;
     stop::install()?;
     tracing::info!("codebook run in {}", run_dir.display());
     let out = codebook::train(&cfg, &yaml, &run_dir, a.resume.as_deref(), &stop::requested)?;
@@ -83,32 +83,6 @@ pub fn run(a: CodebookArgs) -> Result<()> {
         None => println!("checkpoint: {}", out.checkpoint.display()),
     }
     Ok(())
-}
-
-/// `train.out_dir/train.run`; a run without a name gets one from the time. A resumed run
-/// is the run folder of the checkpoint it names.
-fn run_dir(cfg: &CodebookConfig, resume: Option<&str>) -> Result<PathBuf> {
-    let t = &cfg.train;
-    if let Some(arg) = resume.filter(|a| *a != "latest") {
-        let ck = checkpoint::checkpoint_dir(Path::new(arg))
-            .with_context(|| format!("--resume {arg}"))?;
-        // The run folder is the checkpoint's parent, whichever of the two was named.
-        return Ok(ck.parent().unwrap_or(Path::new(".")).to_path_buf());
-    }
-    if t.run.is_empty() {
-        if resume.is_some() {
-            bail!(
-                "--resume latest needs the run's name: add --set train.run=NAME (the folder under {})",
-                t.out_dir.display()
-            );
-        }
-        let secs = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        return Ok(t.out_dir.join(format!("run-{secs}")));
-    }
-    Ok(t.out_dir.join(&t.run))
 }
 
 fn eval(a: EvalArgs) -> Result<()> {

@@ -6,8 +6,8 @@
 //! back into the resolved YAML, so the structs themselves only hold their sections.
 //!
 //! Each stage has `data` and `train` sections; the codebook stage adds `encoder`, `codebook`,
-//! `loss` and `eval` (defined beside their code); the DiT and AR sections arrive with those
-//! stages (issues 5, 6).
+//! `loss` and `eval`, the AR stage `model` and `sample` (defined beside their code); the DiT
+//! sections arrive with that stage.
 
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +16,9 @@ use data::synth::generate::SynthConfig;
 
 use super::Validate;
 use crate::models::codebook::StyleCodebookConfig;
+use crate::models::qwen2::Qwen2Config;
+use crate::sample::SamplingConfig;
+use crate::stages::ar_data::IndexDataConfig;
 use crate::stages::codebook_config::{EncoderConfig, RetrievalEvalConfig};
 use crate::stages::codebook_loss::LossConfig;
 use crate::train::TrainConfig;
@@ -40,12 +43,16 @@ pub struct DitConfig {
     pub train: TrainConfig,
 }
 
-/// Stage 3: the autoregressive style generator.
+/// Stage 3: the autoregressive style generator (DESIGN.md, "Autoregressive style
+/// generator"): a Qwen2 decoder trained on `trainer extract`'s index sequences, and how
+/// `trainer sample-style` samples it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ArConfig {
-    pub data: DataConfig,
+    pub data: IndexDataConfig,
     pub train: TrainConfig,
+    pub model: Qwen2Config,
+    pub sample: SamplingConfig,
 }
 
 /// `trainer data synth` from a file instead of flags.
@@ -76,7 +83,10 @@ impl Validate for DitConfig {
 }
 impl Validate for ArConfig {
     fn validate(&self, out: &mut Vec<(String, String)>) {
-        common(&self.data, &self.train, out);
+        out.extend(self.data.problems("data"));
+        out.extend(self.train.problems("train"));
+        out.extend(self.model.problems("model"));
+        out.extend(self.sample.problems("sample"));
     }
 }
 impl Validate for SynthStageConfig {

@@ -12,7 +12,7 @@
 //! - [`Qwen2::forward`], for training: q/k/v as one fused projection (their weights
 //!   concatenated per call, which keeps the HF names and costs one weight-sized copy) and
 //!   [`kernels::attention_packed`] with RoPE inside, causal.
-//! - [`Qwen2::forward_cached`], for sampling: new tokens at positions `cache.len()..` read and
+//! - [`Qwen2::forward_cached`], for sampling: new tokens at positions `cache.position()..` read and
 //!   extend a [`Cache`] of keys and values (candle-nn's preallocated `KvCache`), with
 //!   bottom-right causal attention so a prefill of several tokens and one-token steps agree.
 //!
@@ -166,13 +166,9 @@ pub struct Cache {
 }
 
 impl Cache {
-    /// Tokens held (the position of the next one).
-    pub fn len(&self) -> usize {
+    /// Tokens held: the position of the next one.
+    pub fn position(&self) -> usize {
         self.layers.first().map_or(0, |c| c.current_seq_len())
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -250,11 +246,11 @@ impl Qwen2 {
         self.logits(&x)
     }
 
-    /// Decoding forward: tokens (B, T) at positions `cache.len()..` -> logits (B, T, V); the
+    /// Decoding forward: tokens (B, T) at positions `cache.position()..` -> logits (B, T, V); the
     /// cache then holds them too. The cache must have been used with the same batch only.
     pub fn forward_cached(&self, tokens: &Tensor, cache: &mut Cache) -> Result<Tensor> {
         let (_, t) = tokens.dims2()?;
-        let (cos, sin) = self.tables(cache.len(), t)?;
+        let (cos, sin) = self.tables(cache.position(), t)?;
         let mut x = self.embed_tokens(tokens)?;
         for (l, kv) in self.layers.iter().zip(cache.layers.iter_mut()) {
             let a = l

@@ -11,8 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
-use candle_core::backprop::GradStore;
+use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use data::loader::PairLoader;
@@ -24,11 +23,9 @@ use super::codebook_loss::losses;
 use super::codebook_parts::CodebookParts;
 use crate::config::stages::CodebookConfig;
 use crate::models::codebook::CodeUsage;
-use crate::train::checkpoint::{self, Checkpoint};
-use crate::train::metrics::Metrics;
+use crate::train::checkpoint::Checkpoint;
 use crate::train::optim::{AdamW, AdamWConfig};
-use crate::train::progress::Progress;
-use crate::train::schedule::Schedule;
+use crate::train::run::{MicroBatches, Run};
 
 /// What the loop keeps in a checkpoint besides parameters and optimiser.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -57,32 +54,18 @@ pub fn train(
     should_stop: &dyn Fn() -> bool,
 ) -> Result<Outcome> {
     let t = &cfg.train;
-    std::fs::create_dir_all(run_dir)
-        .with_context(|| format!("creating run folder {}", run_dir.display()))?;
-    let resumed = match resume {
-        Some(arg) => {
-            let path = checkpoint::resolve_resume(run_dir, arg)?;
-            tracing::info!("resuming from {}", path.display());
-            Some(checkpoint::load(&path)?)
-        }
-        None => None,
-    };
-    if let Some(ck) = &resumed {
-        if ck.config_yaml != config_yaml {
-            tracing::warn!("the config differs from the checkpoint's; the new one applies");
-        }
-    }
-    let parts = CodebookParts::build(cfg, resumed.as_ref().map(|c| &c.model))?;
+    let mut run = Run::open(t, config_yaml, run_dir, resume)?;
+    let parts = CodebookParts::build(cfg, run.resumed.as_ref().map(|c| &c.model))?;
     let mut opt = AdamW::new(parts.named_vars(), AdamWConfig::from_train(t))?;
     let mut state = LoopState {
         usage: CodeUsage::new(&cfg.codebook),
         ..LoopState::default()
     };
-    if let Some(ck) = &resumed {
+    if let Some(ck) = &run.resumed {
         opt.load_state(&ck.optim)?;
         state = serde_json::from_value(ck.state.clone()).context("checkpoint loop state")?;
     }
-    let start = opt.steps_taken();
+    let start = run.first_step(&opt);
     let train_ds = Arc::new(Dataset::open(&cfg.data.root, &cfg.data.train_split)?);
     let eval_ds = Arc::new(Dataset::open(&cfg.data.root, &cfg.data.eval_split)?);
     let plan = PairPlan {
@@ -94,43 +77,18 @@ pub fn train(
         window_blocks: cfg.data.window_blocks,
     };
     let mut loader = PairLoader::new(train_ds, &cfg.data, plan, state.cursor)?;
-    let mut metrics = Metrics::open(run_dir, resumed.as_ref().map(|c| c.step))?;
-    tracing::info!(
-        "metrics: {} and {} (tensorboard --logdir)",
-        metrics.jsonl_path().display(),
-        metrics.tb_path().display()
-    );
     let mut last_eval = None;
-    if start == 0 && t.eval_every > 0 {
+    if start == 1 && t.eval_every > 0 {
         let r = evaluate(&parts, eval_ds.clone(), &cfg.data, &cfg.eval)?;
         tracing::info!(
             "untrained: top-1 {:.3} (encoder features {:.3}), mAP {:.3}, {} images of {} held-out styles",
             r.top1, r.feature_top1, r.map, r.images, r.styles
         );
-        metrics.log(0, &r.metrics())?;
+        run.metrics.log(0, &r.metrics())?;
         last_eval = Some(r);
     }
-    let schedule = Schedule::from_train(t);
-    let mut progress = Progress::new(t.steps, start, t.log_every, t.batch_size, true);
-    let save = |step: u64, opt: &AdamW, state: &LoopState, last: bool| -> Result<PathBuf> {
-        let ck = Checkpoint {
-            step,
-            model: parts.trained_tensors(),
-            optim: opt.state()?,
-            state: serde_json::to_value(state)?,
-            config_yaml: config_yaml.to_string(),
-        };
-        if last {
-            checkpoint::save(run_dir, &ck, t.keep_checkpoints)?;
-            checkpoint::save_final(run_dir, &ck)
-        } else {
-            checkpoint::save(run_dir, &ck, t.keep_checkpoints)
-        }
-    };
-    let mut written = None;
-    for step in start + 1..=t.steps {
-        let mut grads: Option<GradStore> = None;
-        let mut sums = [0f64; 4]; // total, contrast, recon, vq (means over micro-batches)
+    for step in start..=t.steps {
+        let mut mb = MicroBatches::new(t.grad_accum);
         let mut recent_z = None;
         for _ in 0..t.grad_accum {
             let batch = loader.next_batch()?;
@@ -138,27 +96,16 @@ pub fn train(
             let v2 = parts.features(&batch.other)?;
             let out = parts.codebook.forward(&v1)?;
             let l = losses(&cfg.loss, &out, &v1, &v2, &batch.label)?;
-            for (k, (name, value)) in l.values()?.into_iter().enumerate() {
-                if !value.is_finite() {
-                    bail!("step {step}: loss `{name}` is {value}; stopping (last checkpoint kept)");
-                }
-                sums[k] += value / t.grad_accum as f64;
-            }
-            let g = (l.total / t.grad_accum as f64)?.backward()?;
-            match grads.as_mut() {
-                Some(acc) => acc.extend(g)?,
-                None => grads = Some(g),
-            }
+            mb.add(step, &l.total, &l.values()?)?;
             state.usage.record(&out.indices)?;
             recent_z = Some(out.z.detach());
             state.cursor = batch.next;
         }
-        let grads = grads.expect("grad_accum >= 1");
-        let lr = schedule.lr_at(step);
+        let lr = run.lr_at(step);
         let rep = opt
-            .step(&grads, lr, t.grad_clip)
+            .step(mb.grads(), lr, t.grad_clip)
             .with_context(|| format!("optimiser step {step}"))?;
-        if step == start + 1 && !rep.no_grad.is_empty() {
+        if step == start && !rep.no_grad.is_empty() {
             tracing::warn!(
                 "no gradient reached {:?}: they stay as they are",
                 rep.no_grad
@@ -175,55 +122,52 @@ pub fn train(
             )?,
             None => 0,
         };
-        let usage = state.usage.fraction_used();
-        let values = [
-            ("loss", sums[0]),
-            ("loss/contrast", sums[1]),
-            ("loss/recon", sums[2]),
-            ("loss/vq", sums[3]),
-            ("lr", lr),
-            ("grad_norm", rep.grad_norm),
-            ("codes/used", usage),
-            ("codes/perplexity", state.usage.perplexity()),
-            ("codes/reseeded", reseeded as f64),
-        ];
-        progress.update(step, &values[..2]);
-        if step % t.log_every == 0 || step == t.steps {
-            metrics.log(step, &values)?;
-        }
-        if t.eval_every > 0 && (step % t.eval_every == 0 || step == t.steps) {
-            let r = progress.suspend(|| evaluate(&parts, eval_ds.clone(), &cfg.data, &cfg.eval))?;
+        run.log(
+            step,
+            &[
+                ("loss", mb.mean("total")),
+                ("loss/contrast", mb.mean("contrast")),
+                ("loss/recon", mb.mean("recon")),
+                ("loss/vq", mb.mean("vq")),
+                ("lr", lr),
+                ("grad_norm", rep.grad_norm),
+                ("codes/used", state.usage.fraction_used()),
+                ("codes/perplexity", state.usage.perplexity()),
+                ("codes/reseeded", reseeded as f64),
+            ],
+        )?;
+        if run.eval_due(step) {
+            let r = run
+                .progress
+                .suspend(|| evaluate(&parts, eval_ds.clone(), &cfg.data, &cfg.eval))?;
             tracing::info!(
                 "step {step}: held-out top-1 {:.3} mAP {:.3} (features {:.3}), codes used {:.1}%, perplexity {:.1}",
                 r.top1, r.map, r.feature_top1, 100.0 * r.usage, r.perplexity
             );
-            metrics.log(step, &r.metrics())?;
+            run.metrics.log(step, &r.metrics())?;
             last_eval = Some(r);
         }
-        let stopping = should_stop() && step < t.steps;
-        if step == t.steps {
-            written = Some(save(step, &opt, &state, true)?);
-        } else if step % t.checkpoint_every == 0 || stopping {
-            written = Some(save(step, &opt, &state, false)?);
-        }
-        if stopping {
-            progress.finish();
-            tracing::warn!("stopped at step {step}; resume with --resume latest");
+        let checkpoint = || -> Result<Checkpoint> {
+            Ok(Checkpoint {
+                step,
+                model: parts.trained_tensors(),
+                optim: opt.state()?,
+                state: serde_json::to_value(&state)?,
+                config_yaml: config_yaml.to_string(),
+            })
+        };
+        if run.end_step(step, should_stop(), checkpoint)? {
+            let e = run.stopped();
             return Ok(Outcome {
-                checkpoint: written.expect("saved above"),
+                checkpoint: e.checkpoint,
                 completed: false,
                 last_eval,
             });
         }
     }
-    progress.finish();
-    let checkpoint = match written {
-        Some(p) => p,
-        // Nothing left to train (resumed at the end): the final checkpoint is there already.
-        None => run_dir.join("final"),
-    };
+    let e = run.completed();
     Ok(Outcome {
-        checkpoint,
+        checkpoint: e.checkpoint,
         completed: true,
         last_eval,
     })
@@ -233,6 +177,7 @@ pub fn train(
 mod tests {
     use super::*;
     use crate::config::stages::CodebookConfig;
+    use crate::train::checkpoint;
     use data::synth::generate::{generate, SynthConfig};
     use std::cell::Cell;
 

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 
@@ -19,6 +19,7 @@ use crate::config::stages::CodebookConfig;
 use crate::models;
 use crate::models::codebook::{self, StyleCodebook};
 use crate::models::vision::{self, VisionEncoder};
+use crate::train::checkpoint::restore;
 
 /// Prefix of the style codebook's tensors in checkpoints.
 pub const STYLE: &str = "style";
@@ -108,28 +109,6 @@ impl CodebookParts {
     pub fn features(&self, images: &Tensor) -> Result<Tensor> {
         Ok(self.encoder.forward(images)?)
     }
-}
-
-/// Replaces each tensor of `fresh` by the checkpoint's, which must exist with its shape.
-fn restore(
-    fresh: &mut HashMap<String, Tensor>,
-    trained: &HashMap<String, Tensor>,
-    what: &str,
-) -> Result<()> {
-    for (name, t) in fresh.iter_mut() {
-        let Some(saved) = trained.get(name) else {
-            bail!("the checkpoint has no `{name}` ({what}): was it written by another config?");
-        };
-        if saved.dims() != t.dims() {
-            bail!(
-                "checkpoint tensor `{name}` has shape {:?}, the config makes {:?}",
-                saved.dims(),
-                t.dims()
-            );
-        }
-        *t = saved.to_dtype(DType::F32)?;
-    }
-    Ok(())
 }
 
 /// The tensors of safetensors files (a sharded checkpoint: all shards), as f32.

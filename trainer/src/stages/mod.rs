@@ -6,6 +6,9 @@
 //!   [`codebook_eval`] held-out retrieval, [`codebook_extract`] the index sequences for the
 //!   AR stage, [`codebook_config`] its config sections.
 
+pub mod ar;
+pub mod ar_data;
+pub mod ar_sample;
 pub mod codebook;
 pub mod codebook_config;
 pub mod codebook_eval;

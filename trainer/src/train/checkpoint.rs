@@ -484,6 +484,29 @@ fn prune(run_dir: &Path, step: u64, keep: usize) -> Result<()> {
     Ok(())
 }
 
+/// Replaces each tensor of `fresh` (a model's fresh parameters) by the checkpoint's `trained`
+/// one, which must exist with its shape; `what` names the model in errors.
+pub fn restore(
+    fresh: &mut HashMap<String, Tensor>,
+    trained: &HashMap<String, Tensor>,
+    what: &str,
+) -> Result<()> {
+    for (name, t) in fresh.iter_mut() {
+        let Some(saved) = trained.get(name) else {
+            bail!("the checkpoint has no `{name}` ({what}): was it written by another config?");
+        };
+        if saved.dims() != t.dims() {
+            bail!(
+                "checkpoint tensor `{name}` has shape {:?}, the config makes {:?}",
+                saved.dims(),
+                t.dims()
+            );
+        }
+        *t = saved.to_dtype(candle_core::DType::F32)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

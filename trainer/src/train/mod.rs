@@ -1,7 +1,8 @@
 //! Pieces every training loop shares (DESIGN.md, "Layout": `src/train/`): the `train` config
 //! section, AdamW with checkpointable state and clipping, the learning-rate schedule,
 //! checkpoints (`checkpoint`), metric sinks (`metrics`, `tensorboard`), the progress display
-//! (`progress`) and the stop-signal flag (`stop`). EMA joins them with the first stage
+//! (`progress`), the stop-signal flag (`stop`), and `run`: the run folder, resume, cadence and
+//! gradient accumulation around each loop's own step. EMA joins them with the first stage
 //! (issue 4).
 
 pub mod checkpoint;
@@ -9,6 +10,7 @@ pub mod config;
 pub mod metrics;
 pub mod optim;
 pub mod progress;
+pub mod run;
 pub mod schedule;
 pub mod stop;
 pub mod tensorboard;

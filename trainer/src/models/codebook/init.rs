@@ -26,8 +26,8 @@
 
 use std::collections::HashMap;
 
-use candle_core::{DType, Device, Result, Tensor};
 use crate::models::init::tensor_rng;
+use candle_core::{DType, Device, Result, Tensor};
 
 use super::StyleCodebookConfig;
 
@@ -111,4 +111,3 @@ fn unit_rows(raw: &[f32], d: usize) -> Result<Vec<f32>> {
     }
     Ok(out)
 }
-

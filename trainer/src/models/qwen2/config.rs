@@ -137,16 +137,8 @@ impl Qwen2Config {
             "num_key_value_heads",
             format!("must divide num_attention_heads {h}"),
         );
-        r.need(
-            self.rope_theta > 0.0,
-            "rope_theta",
-            "must be positive",
-        );
-        r.need(
-            self.rms_norm_eps > 0.0,
-            "rms_norm_eps",
-            "must be positive",
-        );
+        r.need(self.rope_theta > 0.0, "rope_theta", "must be positive");
+        r.need(self.rms_norm_eps > 0.0, "rms_norm_eps", "must be positive");
         r.need(
             self.initializer_range > 0.0,
             "initializer_range",
@@ -173,12 +165,19 @@ impl Qwen2Config {
 
     /// Reads a Hugging Face `config.json` (other keys, such as `architectures` or
     /// `torch_dtype`, are ignored; missing ones keep the tiny preset's values).
+    // Used by the tests today; `trainer generate` loads HF checkpoint folders with it (real
+    // weights, issue 9).
+    #[allow(dead_code)]
     pub fn from_hf_json(text: &str) -> Result<Self> {
         let v: serde_json::Value = serde_json::from_str(text).context("config.json")?;
         let obj = v.as_object().context("config.json is not a JSON object")?;
         let mut known = serde_json::Map::new();
         let ours = serde_json::to_value(Qwen2Config::default())?;
-        for key in ours.as_object().expect("a struct serialises to an object").keys() {
+        for key in ours
+            .as_object()
+            .expect("a struct serialises to an object")
+            .keys()
+        {
             if let Some(x) = obj.get(key) {
                 known.insert(key.clone(), x.clone());
             }
@@ -193,7 +192,10 @@ impl Qwen2Config {
     pub fn to_hf_json(&self) -> Result<String> {
         let mut v = serde_json::to_value(self)?;
         let obj = v.as_object_mut().expect("a struct serialises to an object");
-        obj.insert("architectures".into(), serde_json::json!(["Qwen2ForCausalLM"]));
+        obj.insert(
+            "architectures".into(),
+            serde_json::json!(["Qwen2ForCausalLM"]),
+        );
         obj.insert("model_type".into(), serde_json::json!("qwen2"));
         obj.insert("hidden_act".into(), serde_json::json!("silu"));
         obj.insert("attention_dropout".into(), serde_json::json!(0.0));

@@ -83,7 +83,10 @@ fn matches_hugging_face_qwen2_for_causal_lm() {
             .forward_cached(&ids.narrow(1, i, 1).unwrap(), &mut cache)
             .unwrap();
         let d = max_abs_diff(&step, &want.narrow(1, i, 1).unwrap());
-        assert!(d < 1e-4, "position {i}: cached decoding differs from HF by {d}");
+        assert!(
+            d < 1e-4,
+            "position {i}: cached decoding differs from HF by {d}"
+        );
     }
 }
 
@@ -107,7 +110,10 @@ fn every_trainable_variable_gets_a_finite_nonzero_gradient() {
                 .unwrap_or_else(|| panic!("tied={tied} {name}: no gradient"));
             let g: Vec<f32> = g.flatten_all().unwrap().to_vec1().unwrap();
             assert!(g.iter().all(|v| v.is_finite()), "{name}: non-finite");
-            assert!(g.iter().any(|v| *v != 0.0), "tied={tied} {name}: zero gradient");
+            assert!(
+                g.iter().any(|v| *v != 0.0),
+                "tied={tied} {name}: zero gradient"
+            );
         }
         assert_eq!(
             data.contains_key(super::LM_HEAD),
@@ -141,17 +147,17 @@ fn kv_cache_decoding_equals_full_recomputation() {
             &[9, 9, 9, 14, 2, 36, 7, 11, 0, 0, 25, 4],
         ]);
         let full = model.forward(&seq).unwrap(); // (2, 12, 40)
-        // A prefill of 5 tokens, then one token at a time.
+                                                 // A prefill of 5 tokens, then one token at a time.
         let mut cache = model.new_cache();
         let mut parts = vec![model
             .forward_cached(&seq.narrow(1, 0, 5).unwrap(), &mut cache)
             .unwrap()];
-        assert_eq!(cache.len(), 5);
+        assert_eq!(cache.position(), 5);
         for i in 5..12 {
             let x = seq.narrow(1, i, 1).unwrap();
             parts.push(model.forward_cached(&x, &mut cache).unwrap());
         }
-        assert_eq!(cache.len(), 12);
+        assert_eq!(cache.position(), 12);
         let cached = Tensor::cat(&parts, 1).unwrap();
         let d = max_abs_diff(&full, &cached);
         assert!(d < 1e-5, "tied={tied}: cached vs full differ by {d}");
@@ -192,7 +198,10 @@ fn configs_and_checkpoints_errors_are_named() {
         ..tiny(false)
     };
     let p = cfg.problems("model");
-    assert!(p.iter().any(|(k, _)| k == "model.num_key_value_heads"), "{p:?}");
+    assert!(
+        p.iter().any(|(k, _)| k == "model.num_key_value_heads"),
+        "{p:?}"
+    );
     // A checkpoint without a tensor names it.
     let cfg = tiny(false);
     let mut t = init_tensors(&cfg, 0).unwrap();

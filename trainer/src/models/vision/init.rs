@@ -9,8 +9,8 @@
 
 use std::collections::HashMap;
 
-use candle_core::{Device, Result, Tensor};
 use crate::models::init::{tensor_rng, truncated_normal};
+use candle_core::{Device, Result, Tensor};
 
 use super::{VisionConfig, PREFIX};
 
@@ -79,5 +79,3 @@ pub fn init_tensors(cfg: &VisionConfig, seed: u64) -> Result<HashMap<String, Ten
         })
         .collect()
 }
-
-
