@@ -33,4 +33,16 @@ echo "== stage 1: style codebook (tiny config) -> $out/codebook/demo"
 "$trainer" codebook eval --checkpoint "$out/codebook/demo/final" | tee -a "$out/codebook.txt"
 "$trainer" extract --checkpoint "$out/codebook/demo/final" | tee -a "$out/codebook.txt"
 
-echo "done: contact sheet $out/grid.png, reports $out/inspect.txt and $out/codebook.txt"
+echo "== stage 3: style generator (tiny config) -> $out/ar/demo"
+"$trainer" ar --config configs/tiny/ar.yaml --set "data.indices=$out/codebook/demo" \
+  --set "train.out_dir=$out/ar" --set train.run=demo | tee "$out/ar.txt"
+"$trainer" sample-style --ar "$out/ar/demo/final" --code 1234 --out "$out/style-1234.json" 2>&1 \
+  | tee -a "$out/ar.txt"
+"$trainer" sample-style --ar "$out/ar/demo/final" --code 1234 --code 99 --weight 0.3 \
+  --out "$out/style-1234-99.json" 2>&1 | tee -a "$out/ar.txt"
+for flag in "" --no-suppression; do
+  "$trainer" sample-style --ar "$out/ar/demo/final" --codes 0..200 $flag 2>/dev/null \
+    | sed "s/^/suppression ${flag:-on}: /" | tee -a "$out/ar.txt"
+done
+
+echo "done: contact sheet $out/grid.png, reports $out/inspect.txt, $out/codebook.txt and $out/ar.txt"

@@ -34,6 +34,8 @@ use candle_core::backend::{BackendDevice, BackendStorage};
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use half::{bf16, f16};
 
+mod few_rows;
+
 const NAME: &str = "linear";
 
 /// y = x Wᵀ + b, differentiable in `x`, `weight` and `bias`.
@@ -114,6 +116,15 @@ pub(crate) trait Backend:
     fn col_sums(dy: &Self, l: &Layout) -> Result<Self>;
     /// The dense buffers `parts` one after the other, in one buffer.
     fn concat(parts: Vec<Self>) -> Result<Self>;
+    /// y (N, out) = x (N, in) · Wᵀ by a path for few rows (decoding), when the backend has
+    /// one for these operands (2-D layouts as `matrix` gives them); None: use the matmul.
+    fn few_rows(
+        _x: (&Self, &Layout),
+        _w: (&Self, &Layout),
+        _dims: (usize, usize, usize),
+    ) -> Option<Self> {
+        None
+    }
 }
 
 /// Does a 2-D operand (r, c) with strides (s0, s1) suit the CPU gemm as it is? It takes any
@@ -224,8 +235,13 @@ fn forward<S: Backend>(x: Arg<S>, w: Arg<S>, b: Option<Arg<S>>) -> Result<(S, Sh
     } else {
         let xm = matrix(x.0, x.1, n, inp)?;
         let wm = matrix(w.0, w.1, out, inp)?;
-        let wt = wm.t()?;
-        mm(xm.get(), (wt.0, &wt.1), (n, out, inp))?
+        match S::few_rows(xm.get(), wm.get(), (n, out, inp)) {
+            Some(y) => y,
+            None => {
+                let wt = wm.t()?;
+                mm(xm.get(), (wt.0, &wt.1), (n, out, inp))?
+            }
+        }
     };
     if let Some((bs, bl)) = b {
         S::add_bias(&mut y, bs, bl, out)?;
@@ -488,6 +504,31 @@ fn col_sums_cpu<T: Elem>(dy: &CpuStorage, l: &Layout) -> Result<CpuStorage> {
 impl Backend for CpuStorage {
     fn takes(l: &Layout) -> bool {
         cpu_takes(l)
+    }
+
+    /// f32 with at most `few_rows::FEW_ROWS` rows, both operands dense row-major.
+    fn few_rows(
+        (xs, xl): (&Self, &Layout),
+        (ws, wl): (&Self, &Layout),
+        (n, out, inp): (usize, usize, usize),
+    ) -> Option<Self> {
+        let (CpuStorage::F32(x), CpuStorage::F32(w)) = (xs, ws) else {
+            return None;
+        };
+        if n > few_rows::FEW_ROWS {
+            return None;
+        }
+        // (rows, cols) dense row-major from its start offset; a single row's stride is moot.
+        let dense = |l: &Layout, rows: usize, cols: usize| {
+            let s = l.stride();
+            (rows == 1 || s[0] == cols) && (cols == 1 || s[1] == 1)
+        };
+        if !dense(xl, n, inp) || !dense(wl, out, inp) {
+            return None;
+        }
+        let (xo, wo) = (xl.start_offset(), wl.start_offset());
+        let y = few_rows::matmul_wt(&x[xo..xo + n * inp], &w[wo..wo + out * inp], n, inp, out);
+        Some(CpuStorage::F32(y))
     }
 
     fn add_bias(y: &mut Self, b: &Self, bl: &Layout, out: usize) -> Result<()> {
