@@ -40,9 +40,9 @@ echo "== stage 3: style generator (tiny config) -> $out/ar/demo"
   | tee -a "$out/ar.txt"
 "$trainer" sample-style --ar "$out/ar/demo/final" --code 1234 --code 99 --weight 0.3 \
   --out "$out/style-1234-99.json" 2>&1 | tee -a "$out/ar.txt"
-for flag in "" --no-suppression; do
-  "$trainer" sample-style --ar "$out/ar/demo/final" --codes 0..200 $flag 2>/dev/null \
-    | sed "s/^/suppression ${flag:-on}: /" | tee -a "$out/ar.txt"
-done
+"$trainer" sample-style --ar "$out/ar/demo/final" --codes 0..200 2>/dev/null \
+  | sed "s/^/suppression on:  /" | tee -a "$out/ar.txt"
+"$trainer" sample-style --ar "$out/ar/demo/final" --codes 0..200 --no-suppression 2>/dev/null \
+  | sed "s/^/suppression off: /" | tee -a "$out/ar.txt"
 
 echo "done: contact sheet $out/grid.png, reports $out/inspect.txt, $out/codebook.txt and $out/ar.txt"
