@@ -92,7 +92,13 @@ mod tests {
 
     #[test]
     fn matches_a_plain_product_over_odd_shapes() {
-        for (n, inp, out) in [(1, 1, 1), (1, 17, 5), (3, 64, 130), (8, 100, 67), (2, 15, 257)] {
+        for (n, inp, out) in [
+            (1, 1, 1),
+            (1, 17, 5),
+            (3, 64, 130),
+            (8, 100, 67),
+            (2, 15, 257),
+        ] {
             let (x, w) = (values(n * inp, 1), values(out * inp, 2));
             let y = matmul_wt(&x, &w, n, inp, out);
             for i in 0..n {
@@ -101,7 +107,10 @@ mod tests {
                         .map(|k| x[i * inp + k] as f64 * w[j * inp + k] as f64)
                         .sum();
                     let got = y[i * out + j] as f64;
-                    assert!((got - want).abs() < 1e-5, "({n},{inp},{out}) [{i},{j}]: {got} vs {want}");
+                    assert!(
+                        (got - want).abs() < 1e-5,
+                        "({n},{inp},{out}) [{i},{j}]: {got} vs {want}"
+                    );
                 }
             }
         }
