@@ -10,7 +10,7 @@
 //! then adds them in a fixed order, so every result is the same bits for any thread count and
 //! any SIMD build (DESIGN.md, "Determinism"), as the crate's other reductions.
 
-use crate::simd::{multiversion, Real, LANES};
+use crate::simd::{multiversion, LANES};
 use rayon::prelude::*;
 
 /// Rows of x up to which [`matmul_wt`] is used instead of the gemm.
