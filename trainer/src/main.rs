@@ -36,6 +36,8 @@ enum Command {
     Codebook(cmd::codebook::CodebookArgs),
     /// Index sequences of a dataset under a trained codebook (+ freq.json), for the AR stage.
     Extract(cmd::extract::ExtractArgs),
+    /// Stage 2: train the style-conditioned diffusion transformer.
+    Dit(cmd::dit::DitArgs),
     /// Stage 3: train the autoregressive style generator on extracted index sequences.
     Ar(cmd::ar::ArArgs),
     /// A style code's index sequence (or several codes' interpolated) from a trained generator.
@@ -54,6 +56,7 @@ fn main() -> std::process::ExitCode {
         Command::Config(c) => cmd::config::run(c),
         Command::Codebook(a) => cmd::codebook::run(a),
         Command::Extract(a) => cmd::extract::run(a),
+        Command::Dit(a) => cmd::dit::run(a),
         Command::Ar(a) => cmd::ar::run(a),
         Command::SampleStyle(a) => cmd::sample_style::run(a),
         Command::Bench(c) => cmd::bench::run(c),

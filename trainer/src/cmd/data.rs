@@ -1,4 +1,4 @@
-//! `trainer data synth|inspect|preview`.
+//! `trainer data synth|inspect|preview|tokenizer`.
 
 use std::path::PathBuf;
 
@@ -19,6 +19,44 @@ pub enum DataCommand {
     Inspect(InspectArgs),
     /// Write a contact sheet: one row per style, one column per image.
     Preview(PreviewArgs),
+    /// Build a word-level `tokenizer.json` from a dataset's prompts (for data with no
+    /// pretrained tokenizer, such as the synthetic set).
+    Tokenizer(TokenizerArgs),
+}
+
+#[derive(Args)]
+pub struct TokenizerArgs {
+    /// The dataset (parquet folder or file, image folder).
+    data: PathBuf,
+    /// Splits whose prompts make the vocabulary (repeatable).
+    #[arg(long = "split", default_values_t = ["train".to_string(), "test".to_string()])]
+    splits: Vec<String>,
+    /// Where to write `tokenizer.json`.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+fn tokenizer(a: TokenizerArgs) -> Result<()> {
+    let mut prompts = Vec::new();
+    for split in &a.splits {
+        let ds = Dataset::open(&a.data, split)?;
+        prompts.extend(ds.items.into_iter().map(|i| i.prompt));
+    }
+    let json = crate::stages::dit_text::word_tokenizer(prompts.iter().map(String::as_str))?;
+    if let Some(dir) = a.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(&a.out, &json).with_context(|| format!("writing {}", a.out.display()))?;
+    let words = serde_json::from_str::<serde_json::Value>(&json)?["model"]["vocab"]
+        .as_object()
+        .map_or(0, |v| v.len());
+    println!(
+        "{}: {words} tokens from {} prompts of {}",
+        a.out.display(),
+        prompts.len(),
+        a.data.display()
+    );
+    Ok(())
 }
 
 #[derive(Args)]
@@ -109,6 +147,7 @@ pub fn run(cmd: DataCommand) -> Result<()> {
             );
             Ok(())
         }
+        DataCommand::Tokenizer(a) => tokenizer(a),
     }
 }
 

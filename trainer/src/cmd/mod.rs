@@ -14,6 +14,7 @@ pub mod bench_ops;
 pub mod codebook;
 pub mod config;
 pub mod data;
+pub mod dit;
 pub mod extract;
 pub mod sample_style;
 

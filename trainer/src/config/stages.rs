@@ -16,11 +16,14 @@ use data::synth::generate::SynthConfig;
 
 use super::Validate;
 use crate::models::codebook::StyleCodebookConfig;
+use crate::models::mmdit::MmditConfig;
 use crate::models::qwen2::Qwen2Config;
 use crate::sample::SamplingConfig;
 use crate::stages::ar_data::IndexDataConfig;
 use crate::stages::codebook_config::{EncoderConfig, RetrievalEvalConfig};
 use crate::stages::codebook_loss::LossConfig;
+use crate::stages::dit_config::{DitSampleConfig, TextBranchConfig};
+use crate::stages::dit_flow::FlowConfig;
 use crate::train::TrainConfig;
 
 /// Stage 1: the discrete style codebook (DESIGN.md, "Style codebook").
@@ -35,12 +38,39 @@ pub struct CodebookConfig {
     pub eval: RetrievalEvalConfig,
 }
 
-/// Stage 2: the style-conditioned diffusion transformer.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// Stage 2: the style-conditioned diffusion transformer (DESIGN.md, "Style-conditioned
+/// diffusion transformer"): an MMDiT conditioned on a VLM-style text branch into which the
+/// frozen stage-1 codebook's style embeddings are scattered, trained by rectified flow
+/// matching on same-style pairs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DitConfig {
     pub data: DataConfig,
     pub train: TrainConfig,
+    /// The stage-1 checkpoint (`step-N`, `final` or a run folder) whose style embeddings
+    /// condition the DiT.
+    pub codebook: std::path::PathBuf,
+    pub text: TextBranchConfig,
+    pub model: MmditConfig,
+    pub flow: FlowConfig,
+    /// EMA decay of the DiT's weights (0 = no EMA).
+    pub ema_decay: f64,
+    pub sample: DitSampleConfig,
+}
+
+impl Default for DitConfig {
+    fn default() -> Self {
+        DitConfig {
+            data: DataConfig::default(),
+            train: TrainConfig::default(),
+            codebook: "checkpoints/codebook/demo".into(),
+            text: TextBranchConfig::default(),
+            model: MmditConfig::default(),
+            flow: FlowConfig::default(),
+            ema_decay: 0.999,
+            sample: DitSampleConfig::default(),
+        }
+    }
 }
 
 /// Stage 3: the autoregressive style generator (DESIGN.md, "Autoregressive style
@@ -79,6 +109,25 @@ impl Validate for CodebookConfig {
 impl Validate for DitConfig {
     fn validate(&self, out: &mut Vec<(String, String)>) {
         common(&self.data, &self.train, out);
+        out.extend(self.text.problems("text"));
+        out.extend(self.model.problems("model"));
+        out.extend(self.flow.problems("flow"));
+        out.extend(self.sample.problems("sample"));
+        if !(0.0..1.0).contains(&self.ema_decay) {
+            out.push(("ema_decay".into(), "must be within [0, 1)".into()));
+        }
+        // Pixels (3 channels) at the loader's size, or latents of an 8x VAE.
+        let down = if self.model.in_channels == 3 { 1 } else { 8 };
+        if self.model.sample_size * down != self.data.image_size as usize {
+            out.push((
+                "model.sample_size".into(),
+                format!(
+                    "is {} but data.image_size is {}: the DiT denoises the loader's images \
+                     (pixels: the same size; latents of an 8x VAE: an eighth)",
+                    self.model.sample_size, self.data.image_size
+                ),
+            ));
+        }
     }
 }
 impl Validate for ArConfig {

@@ -4,13 +4,17 @@
 //!
 //! - [`vision`]: the Qwen2.5-VL vision tower (the frozen feature extractor of the codebook).
 //! - [`codebook`]: the style codebook (projection, cosine VQ, mirror = style embeddings).
+//! - [`mmdit`]: the stage-2 diffusion transformer, an MMDiT in Qwen-Image's layout.
 //! - [`qwen2`]: the style generator, a Qwen2 decoder over codebook indices.
+//! - [`style_text`]: the DiT's text branch, a Qwen2 LM with the style embeddings scattered in.
 //! - [`layers`]: `Linear` and `RmsNorm` on the `kernels` ops; [`init`]: seeded init streams.
 
 pub mod codebook;
 pub mod init;
 pub mod layers;
+pub mod mmdit;
 pub mod qwen2;
+pub mod style_text;
 pub mod vision;
 
 use std::collections::HashMap;

@@ -236,14 +236,26 @@ impl Qwen2 {
     /// Training forward. tokens: (B, T) u32, T <= max_position_embeddings -> logits (B, T, V):
     /// row t predicts token t + 1.
     pub fn forward(&self, tokens: &Tensor) -> Result<Tensor> {
-        let (_, t) = tokens.dims2()?;
+        let x = self.layers_forward(&self.embed_tokens(tokens)?)?;
+        self.logits(&x)
+    }
+
+    /// As a text encoder: the last hidden states (after the final norm, HF's
+    /// `last_hidden_state`) of input embeddings, causal. embeds: (B, T, C) -> (B, T, C).
+    pub fn hidden_states(&self, embeds: &Tensor) -> Result<Tensor> {
+        self.norm.forward(&self.layers_forward(embeds)?)
+    }
+
+    /// Every layer over x: (B, T, C) at positions 0..T -> (B, T, C).
+    fn layers_forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (_, t, _) = x.dims3()?;
         let (cos, sin) = self.tables(0, t)?;
-        let mut x = self.embed_tokens(tokens)?;
+        let mut x = x.clone();
         for l in &self.layers {
             let h = (&x + l.attn.forward(&l.input_norm.forward(&x)?, &cos, &sin)?)?;
             x = l.mlp_residual(&h)?;
         }
-        self.logits(&x)
+        Ok(x)
     }
 
     /// Decoding forward: tokens (B, T) at positions `cache.position()..` -> logits (B, T, V); the
@@ -261,8 +273,8 @@ impl Qwen2 {
         self.logits(&x)
     }
 
-    /// tokens (B, T) -> (B, T, C).
-    fn embed_tokens(&self, tokens: &Tensor) -> Result<Tensor> {
+    /// The token embeddings: tokens (B, T) u32 -> (B, T, C).
+    pub fn embed_tokens(&self, tokens: &Tensor) -> Result<Tensor> {
         let (b, t) = tokens.dims2()?;
         let c = self.cfg.hidden_size;
         self.embed

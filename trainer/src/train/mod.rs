@@ -2,11 +2,12 @@
 //! section, AdamW with checkpointable state and clipping, the learning-rate schedule,
 //! checkpoints (`checkpoint`), metric sinks (`metrics`, `tensorboard`), the progress display
 //! (`progress`), the stop-signal flag (`stop`), and `run`: the run folder, resume, cadence and
-//! gradient accumulation around each loop's own step. EMA joins them with the first stage
-//! (issue 4).
+//! gradient accumulation around each loop's own step; `ema`, the moving average of the
+//! weights a diffusion model is sampled from.
 
 pub mod checkpoint;
 pub mod config;
+pub mod ema;
 pub mod metrics;
 pub mod optim;
 pub mod progress;
