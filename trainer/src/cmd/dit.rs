@@ -35,13 +35,14 @@ pub fn run(a: DitArgs) -> Result<()> {
     let out = dit::train(&cfg, &run_dir, a.resume.as_deref(), &stop::requested)?;
     let state = if out.completed { "done" } else { "stopped" };
     match out.last_eval {
-        Some(l) => println!(
-            "{state} at {}: held-out flow loss {l:.4}",
-            out.checkpoint.display()
+        Some(e) => println!(
+            "{state} at {}: held-out flow loss {:.4}",
+            out.checkpoint.display(),
+            e.loss
         ),
         None => println!("{state}: {}", out.checkpoint.display()),
     }
-    if let Some(g) = out.style_gap {
+    if let Some(g) = out.last_eval.and_then(|e| e.style_gap) {
         println!(
             "held-out style check: similarity to own reference {:.3}, to other references {:.3} (gap {:.3})",
             g.matched,

@@ -12,7 +12,7 @@
 //! of any checkpoint loads in `transformers` as it is.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
@@ -26,9 +26,9 @@ use crate::config::stages::ArConfig;
 use crate::config::to_yaml;
 use crate::models::qwen2::{self, next_token_loss, Qwen2};
 use crate::models::varmap_from;
-use crate::train::checkpoint::{restore, Checkpoint};
+use crate::train::checkpoint::restore;
 use crate::train::optim::{AdamW, AdamWConfig};
-use crate::train::run::{MicroBatches, Run};
+use crate::train::run::{self, MicroBatches, Run};
 
 /// The HF config of the model, in the run folder.
 pub const HF_CONFIG: &str = "config.json";
@@ -48,12 +48,8 @@ pub struct HeldOut {
     pub sequences: usize,
 }
 
-/// How a run ended.
-pub struct Outcome {
-    pub checkpoint: PathBuf,
-    pub completed: bool,
-    pub last_eval: Option<HeldOut>,
-}
+/// How a run ended, with the last held-out loss.
+pub type Outcome = run::Outcome<HeldOut>;
 
 /// The config with the model's vocabulary and context taken from the index set where left
 /// at 0; an error when they are set and cannot hold the data.
@@ -213,34 +209,17 @@ pub fn train(
             log_eval(&mut run, step, &h)?;
             last_eval = Some(h);
         }
-        let checkpoint = || -> Result<Checkpoint> {
-            let model = varmap.data().lock().expect("varmap lock");
-            Ok(Checkpoint {
-                step,
-                model: model
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
-                    .collect(),
-                optim: opt.state()?,
-                state: serde_json::to_value(&state)?,
-                config_yaml: yaml.clone(),
-            })
+        let model = || {
+            let vars = varmap.data().lock().expect("varmap lock");
+            vars.iter()
+                .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+                .collect()
         };
-        if run.end_step(step, should_stop(), checkpoint)? {
-            let e = run.stopped();
-            return Ok(Outcome {
-                checkpoint: e.checkpoint,
-                completed: false,
-                last_eval,
-            });
+        if run.end_step(step, should_stop(), model, &opt, &state)? {
+            return Ok(run.stopped(last_eval));
         }
     }
-    let e = run.completed();
-    Ok(Outcome {
-        checkpoint: e.checkpoint,
-        completed: true,
-        last_eval,
-    })
+    Ok(run.completed(last_eval))
 }
 
 fn eval_len(set: &IndexSet, max: usize) -> usize {
@@ -281,7 +260,7 @@ pub fn held_out_loss(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::train::checkpoint;
+    use crate::train::run::testing::assert_same_runs;
     use data::indices::IndexShardWriter;
     use std::cell::Cell;
 
@@ -316,21 +295,6 @@ mod tests {
         cfg
     }
 
-    /// Every logged value but the wall time, by step and name.
-    fn logged(run: &Path) -> Vec<(u64, String, String)> {
-        let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
-        let mut out = Vec::new();
-        for line in text.lines() {
-            let v: serde_json::Value = serde_json::from_str(line).unwrap();
-            for (k, x) in v.as_object().unwrap() {
-                if k != "time" && k != "step" {
-                    out.push((v["step"].as_u64().unwrap(), k.clone(), x.to_string()));
-                }
-            }
-        }
-        out
-    }
-
     #[test]
     fn learns_below_the_unigram_entropy_and_resumes_bit_for_bit() {
         let dir = tempfile::tempdir().unwrap();
@@ -360,20 +324,7 @@ mod tests {
         assert!(!first.completed && first.checkpoint.ends_with("step-10"));
         let second = train(&cfg, &split, Some("latest"), &|| false).unwrap();
         assert!(second.completed);
-        assert_eq!(logged(&whole), logged(&split));
-        let (a, b) = (
-            checkpoint::load(&whole.join("final")).unwrap(),
-            checkpoint::load(&split.join("final")).unwrap(),
-        );
-        for (name, t) in &a.model {
-            let d = (t - &b.model[name])
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap();
-            assert_eq!(d.to_scalar::<f32>().unwrap(), 0.0, "{name}");
-        }
+        assert_same_runs(&whole, &split);
     }
 
     #[test]
@@ -381,9 +332,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = setup(dir.path());
         cfg.model.vocab_size = 16;
-        let e = train(&cfg, &dir.path().join("run"), None, &|| false)
-            .err()
-            .expect("refused");
+        let e = train(&cfg, &dir.path().join("run"), None, &|| false).expect_err("refused");
         assert!(format!("{e:#}").contains("vocab_size 16"), "{e:#}");
     }
 }

@@ -8,7 +8,7 @@
 //! usage state are saved), held-out retrieval runs every `eval_every` steps and at step 0
 //! (the untrained baseline). Ctrl-C or SIGTERM saves a checkpoint and stops.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -23,9 +23,8 @@ use super::codebook_loss::losses;
 use super::codebook_parts::CodebookParts;
 use crate::config::stages::CodebookConfig;
 use crate::models::codebook::CodeUsage;
-use crate::train::checkpoint::Checkpoint;
 use crate::train::optim::{AdamW, AdamWConfig};
-use crate::train::run::{MicroBatches, Run};
+use crate::train::run::{self, MicroBatches, Run};
 
 /// What the loop keeps in a checkpoint besides parameters and optimiser.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -35,13 +34,8 @@ struct LoopState {
     usage: CodeUsage,
 }
 
-/// How a run ended.
-pub struct Outcome {
-    /// The last checkpoint written (`final` when the run completed).
-    pub checkpoint: PathBuf,
-    pub completed: bool,
-    pub last_eval: Option<EvalReport>,
-}
+/// How a run ended, with the last held-out retrieval report.
+pub type Outcome = run::Outcome<EvalReport>;
 
 /// Trains from scratch, or from the checkpoint `resume` names (`latest`, a step folder or a
 /// run folder), writing into `run_dir`. `config_yaml` is the resolved config, saved with
@@ -147,37 +141,24 @@ pub fn train(
             run.metrics.log(step, &r.metrics())?;
             last_eval = Some(r);
         }
-        let checkpoint = || -> Result<Checkpoint> {
-            Ok(Checkpoint {
-                step,
-                model: parts.trained_tensors(),
-                optim: opt.state()?,
-                state: serde_json::to_value(&state)?,
-                config_yaml: config_yaml.to_string(),
-            })
-        };
-        if run.end_step(step, should_stop(), checkpoint)? {
-            let e = run.stopped();
-            return Ok(Outcome {
-                checkpoint: e.checkpoint,
-                completed: false,
-                last_eval,
-            });
+        if run.end_step(
+            step,
+            should_stop(),
+            || parts.trained_tensors(),
+            &opt,
+            &state,
+        )? {
+            return Ok(run.stopped(last_eval));
         }
     }
-    let e = run.completed();
-    Ok(Outcome {
-        checkpoint: e.checkpoint,
-        completed: true,
-        last_eval,
-    })
+    Ok(run.completed(last_eval))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::stages::CodebookConfig;
-    use crate::train::checkpoint;
+    use crate::train::run::testing::assert_same_runs;
     use data::synth::generate::{generate, SynthConfig};
     use std::cell::Cell;
 
@@ -208,22 +189,6 @@ mod tests {
         cfg
     }
 
-    /// Every logged value but the wall time, by step and name.
-    fn logged(run: &Path) -> Vec<(u64, String, String)> {
-        let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
-        let mut out = Vec::new();
-        for line in text.lines() {
-            let v: serde_json::Value = serde_json::from_str(line).unwrap();
-            let step = v["step"].as_u64().unwrap();
-            for (k, x) in v.as_object().unwrap() {
-                if k != "time" && k != "step" {
-                    out.push((step, k.clone(), x.to_string()));
-                }
-            }
-        }
-        out
-    }
-
     #[test]
     fn a_stopped_and_resumed_run_matches_an_uninterrupted_one_bit_for_bit() {
         let dir = tempfile::tempdir().unwrap();
@@ -249,17 +214,7 @@ mod tests {
         );
         let second = train(&cfg, "cfg", &split, Some("latest"), &|| false).unwrap();
         assert!(second.completed);
-        assert_eq!(logged(&whole), logged(&split));
-        // The final parameters too.
-        let (a, b) = (
-            checkpoint::load(&whole.join("final")).unwrap(),
-            checkpoint::load(&split.join("final")).unwrap(),
-        );
-        for (name, t) in &a.model {
-            let u = &b.model[name];
-            let same = (t - u).unwrap().abs().unwrap().max_all().unwrap();
-            assert_eq!(same.to_scalar::<f32>().unwrap(), 0.0, "{name}");
-        }
+        assert_same_runs(&whole, &split);
     }
 
     #[test]
@@ -270,8 +225,7 @@ mod tests {
         cfg.train.grad_clip = 0.0;
         cfg.train.eval_every = 0;
         let err = train(&cfg, "cfg", &dir.path().join("run"), None, &|| false)
-            .err()
-            .expect("a diverging run is an error");
+            .expect_err("a diverging run is an error");
         let msg = format!("{err:#}");
         assert!(msg.contains("step 2") && msg.contains("loss `"), "{msg}");
     }

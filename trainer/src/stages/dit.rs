@@ -11,7 +11,7 @@
 //! Randomness (timesteps, noise, drops) is a function of (train.seed, step, micro-batch), so a
 //! resumed run draws what an uninterrupted one would with no RNG state in the checkpoint.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -31,10 +31,9 @@ use super::dit_parts::{resolve, DitParts, DIT, EMA};
 use crate::config::stages::DitConfig;
 use crate::config::to_yaml;
 use crate::models::mmdit::unused_params;
-use crate::train::checkpoint::Checkpoint;
 use crate::train::ema::Ema;
 use crate::train::optim::{AdamW, AdamWConfig};
-use crate::train::run::{MicroBatches, Run};
+use crate::train::run::{self, MicroBatches, Run};
 
 /// Held-out pairs per evaluation (at most the split's images), and the timesteps each is
 /// scored at.
@@ -46,14 +45,17 @@ struct LoopState {
     cursor: Cursor,
 }
 
-pub struct Outcome {
-    pub checkpoint: PathBuf,
-    pub completed: bool,
-    /// The last held-out flow loss.
-    pub last_eval: Option<f64>,
-    /// Style similarity of generated images to their held-out references, at the end.
+/// The stage's held-out evaluation.
+#[derive(Debug, Clone, Copy)]
+pub struct DitEval {
+    /// Flow loss at fixed timesteps and noise.
+    pub loss: f64,
+    /// Style similarity of generated images to their references (at the end of a run).
     pub style_gap: Option<StyleGap>,
 }
+
+/// How a run ended, with the last held-out evaluation.
+pub type Outcome = run::Outcome<DitEval>;
 
 /// Held-out references (one per style) and prompts of the final style check.
 const GAP_REFERENCES: usize = 8;
@@ -170,7 +172,10 @@ pub fn train(
         let l = held_out(&parts, cfg, &eval_ds)?;
         tracing::info!("untrained: held-out flow loss {l:.4}");
         run.metrics.log(0, &[("eval/loss", l)])?;
-        last_eval = Some(l);
+        last_eval = Some(DitEval {
+            loss: l,
+            style_gap: None,
+        });
     }
     for step in start..=t.steps {
         let mut mb = MicroBatches::new(t.grad_accum);
@@ -227,9 +232,12 @@ pub fn train(
             let l = run.progress.suspend(|| held_out(&parts, cfg, &eval_ds))?;
             tracing::info!("step {step}: held-out flow loss {l:.4}");
             run.metrics.log(step, &[("eval/loss", l)])?;
-            last_eval = Some(l);
+            last_eval = Some(DitEval {
+                loss: l,
+                style_gap: None,
+            });
         }
-        let checkpoint = || -> Result<Checkpoint> {
+        let model = || {
             let mut model = parts.trained_tensors();
             if let Some(e) = &ema {
                 model.extend(
@@ -238,25 +246,12 @@ pub fn train(
                         .map(|(k, v)| (format!("{EMA}.{k}"), v)),
                 );
             }
-            Ok(Checkpoint {
-                step,
-                model,
-                optim: opt.state()?,
-                state: serde_json::to_value(&state)?,
-                config_yaml: config_yaml.to_string(),
-            })
+            model
         };
-        if run.end_step(step, should_stop(), checkpoint)? {
-            let e = run.stopped();
-            return Ok(Outcome {
-                checkpoint: e.checkpoint,
-                completed: false,
-                last_eval,
-                style_gap: None,
-            });
+        if run.end_step(step, should_stop(), model, &opt, &state)? {
+            return Ok(run.stopped(last_eval));
         }
     }
-    let mut style_gap = None;
     if t.eval_every > 0 {
         let (refs, prompts) = references(&eval_ds, &cfg.data, GAP_REFERENCES, GAP_PROMPTS)?;
         let prompts: Vec<&str> = prompts.iter().map(String::as_str).collect();
@@ -274,15 +269,11 @@ pub fn train(
                 ("eval/style_mismatched", g.mismatched),
             ],
         )?;
-        style_gap = Some(g);
+        if let Some(e) = last_eval.as_mut() {
+            e.style_gap = Some(g);
+        }
     }
-    let e = run.completed();
-    Ok(Outcome {
-        checkpoint: e.checkpoint,
-        completed: true,
-        last_eval,
-        style_gap,
-    })
+    Ok(run.completed(last_eval))
 }
 
 #[cfg(test)]
@@ -291,6 +282,7 @@ mod tests {
     use crate::config::stages::CodebookConfig;
     use crate::stages::dit_text::word_tokenizer;
     use crate::train::checkpoint;
+    use crate::train::run::testing::assert_same_runs;
     use data::synth::generate::{generate, SynthConfig};
     use std::cell::Cell;
 
@@ -351,24 +343,13 @@ mod tests {
         cfg
     }
 
-    fn logged(run: &Path) -> Vec<String> {
-        let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
-        text.lines()
-            .map(|l| {
-                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
-                v.as_object_mut().unwrap().remove("time");
-                v.to_string()
-            })
-            .collect()
-    }
-
     #[test]
     fn trains_and_resumes_bit_for_bit_with_ema() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = setup(dir.path());
         let (whole, split) = (dir.path().join("whole"), dir.path().join("split"));
         let done = train(&cfg, &whole, None, &|| false).unwrap();
-        assert!(done.completed && done.last_eval.unwrap().is_finite());
+        assert!(done.completed && done.last_eval.unwrap().loss.is_finite());
         let calls = Cell::new(0);
         let stop_at_3 = || {
             calls.set(calls.get() + 1);
@@ -380,28 +361,16 @@ mod tests {
                 .unwrap()
                 .completed
         );
-        assert_eq!(logged(&whole), logged(&split));
-        let (a, b) = (
-            checkpoint::load(&whole.join("final")).unwrap(),
-            checkpoint::load(&split.join("final")).unwrap(),
-        );
+        assert_same_runs(&whole, &split);
+        let saved = checkpoint::load(&whole.join("final")).unwrap().model;
         assert!(
-            a.model.keys().any(|k| k.starts_with("ema.dit.")),
+            saved.keys().any(|k| k.starts_with("ema.dit.")),
             "EMA weights are saved"
         );
         assert!(
-            a.model.keys().any(|k| k.starts_with("text.model.")),
+            saved.keys().any(|k| k.starts_with("text.model.")),
             "the trainable LM is saved"
         );
-        for (name, t) in &a.model {
-            let d = (t - &b.model[name])
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap();
-            assert_eq!(d.to_scalar::<f32>().unwrap(), 0.0, "{name}");
-        }
     }
 
     #[test]

@@ -13,16 +13,20 @@
 //! for step in run.first_step(&opt)..=t.steps {
 //!     micro-batches -> MicroBatches::add(step, loss terms)
 //!     opt.step(grads, run.lr_at(step), clip); run.log(step, values)
-//!     if run.end_step(step, should_stop(), || checkpoint)? { return Ok(run.stopped()) }
+//!     if run.end_step(step, should_stop(), || model tensors, &opt, &loop_state)? {
+//!         return Ok(run.stopped(last_eval));
+//!     }
 //! }
-//! Ok(run.completed())
+//! Ok(run.completed(last_eval))
 //! ```
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use candle_core::backprop::GradStore;
 use candle_core::Tensor;
+use serde::Serialize;
 
 use super::checkpoint::{self, Checkpoint};
 use super::metrics::Metrics;
@@ -31,17 +35,22 @@ use super::progress::Progress;
 use super::schedule::Schedule;
 use super::TrainConfig;
 
-/// How a run ended.
+/// How a run ended; `E` is the stage's evaluation report.
 #[derive(Debug)]
-pub struct Ended {
+pub struct Outcome<E> {
     /// The last checkpoint written (`final` when the run completed).
     pub checkpoint: PathBuf,
+    pub completed: bool,
+    /// The last held-out evaluation, if any ran.
+    pub last_eval: Option<E>,
 }
 
 /// One training run in its folder.
 pub struct Run {
     dir: PathBuf,
     t: TrainConfig,
+    /// The resolved config, saved with every checkpoint.
+    config_yaml: String,
     /// The checkpoint the run resumed from, if any; the loop takes its model, optimiser and
     /// loop state.
     pub resumed: Option<Checkpoint>,
@@ -85,6 +94,7 @@ impl Run {
         Ok(Run {
             dir: run_dir.to_path_buf(),
             t: t.clone(),
+            config_yaml: config_yaml.to_string(),
             resumed,
             metrics,
             progress: Progress::new(t.steps, start, t.log_every, t.batch_size, true),
@@ -116,18 +126,27 @@ impl Run {
         self.t.eval_every > 0 && (step.is_multiple_of(self.t.eval_every) || step == self.t.steps)
     }
 
-    /// After the optimiser step `step`: writes the checkpoint `make` builds when one is due
-    /// (the cadence, the last step, or a stop), and returns whether the loop must stop now.
+    /// After the optimiser step `step`: when a checkpoint is due (the cadence, the last step,
+    /// or a stop) writes the trained tensors `model` gives, the optimiser's state and the
+    /// loop's `state`; returns whether the loop must stop now.
     pub fn end_step(
         &mut self,
         step: u64,
         stop_requested: bool,
-        make: impl FnOnce() -> Result<Checkpoint>,
+        model: impl FnOnce() -> HashMap<String, Tensor>,
+        opt: &AdamW,
+        state: &impl Serialize,
     ) -> Result<bool> {
         let stopping = stop_requested && step < self.t.steps;
         let last = step == self.t.steps;
         if last || stopping || step.is_multiple_of(self.t.checkpoint_every) {
-            let ck = make()?;
+            let ck = Checkpoint {
+                step,
+                model: model(),
+                optim: opt.state()?,
+                state: serde_json::to_value(state)?,
+                config_yaml: self.config_yaml.clone(),
+            };
             let mut path = checkpoint::save(&self.dir, &ck, self.t.keep_checkpoints)?;
             if last {
                 path = checkpoint::save_final(&self.dir, &ck)?;
@@ -142,18 +161,24 @@ impl Run {
     }
 
     /// The outcome of a run stopped by [`Run::end_step`].
-    pub fn stopped(self) -> Ended {
-        Ended {
+    pub fn stopped<E>(self, last_eval: Option<E>) -> Outcome<E> {
+        Outcome {
             checkpoint: self.written.expect("end_step saves before it stops"),
+            completed: false,
+            last_eval,
         }
     }
 
     /// The outcome of a run that reached its last step.
-    pub fn completed(mut self) -> Ended {
+    pub fn completed<E>(mut self, last_eval: Option<E>) -> Outcome<E> {
         self.progress.finish();
         // Nothing left to train (resumed at the end): the final checkpoint is there already.
         let checkpoint = self.written.unwrap_or_else(|| self.dir.join("final"));
-        Ended { checkpoint }
+        Outcome {
+            checkpoint,
+            completed: true,
+            last_eval,
+        }
     }
 }
 
@@ -237,5 +262,40 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("step 7") && e.contains("loss/recon"), "{e}");
+    }
+}
+
+/// What the stages' resume tests share.
+#[cfg(test)]
+pub mod testing {
+    use std::path::Path;
+
+    /// Every line of a run's `metrics.jsonl` without its wall time.
+    pub fn logged(run: &Path) -> Vec<String> {
+        let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+        text.lines()
+            .map(|l| {
+                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v.as_object_mut().unwrap().remove("time");
+                v.to_string()
+            })
+            .collect()
+    }
+
+    /// Two runs logged the same values and ended with bit-identical `final` tensors.
+    pub fn assert_same_runs(a: &Path, b: &Path) {
+        assert_eq!(logged(a), logged(b));
+        let load = |r: &Path| super::checkpoint::load(&r.join("final")).unwrap();
+        let (a, b) = (load(a), load(b));
+        assert_eq!(a.model.len(), b.model.len());
+        for (name, t) in &a.model {
+            let d = (t - &b.model[name])
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap();
+            assert_eq!(d.to_scalar::<f32>().unwrap(), 0.0, "{name}");
+        }
     }
 }
