@@ -21,6 +21,30 @@ pub fn truncated_normal(rng: &mut Rng) -> f32 {
     }
 }
 
+/// HF-style init of a tensor named `name` (f32, CPU): biases 0, gains of the norms that
+/// `is_norm` picks 1, everything else `std` times a truncated normal from the tensor's own
+/// stream (`PreTrainedModel._init_weights` of Qwen2 and Qwen2.5-VL).
+pub fn hf_init(
+    seed: u64,
+    name: &str,
+    shape: &[usize],
+    std: f32,
+    is_norm: impl Fn(&str) -> bool,
+) -> candle_core::Result<candle_core::Tensor> {
+    use candle_core::{DType, Device, Tensor};
+    let dev = Device::Cpu;
+    if name.ends_with(".bias") {
+        Tensor::zeros(shape, DType::F32, &dev)
+    } else if is_norm(name) {
+        Tensor::ones(shape, DType::F32, &dev)
+    } else {
+        let n = shape.iter().product();
+        let mut rng = tensor_rng(seed, name);
+        let v: Vec<f32> = (0..n).map(|_| std * truncated_normal(&mut rng)).collect();
+        Tensor::from_vec(v, shape, &dev)
+    }
+}
+
 /// 64-bit FNV-1a of a name: a stable stream label (std's hasher may change between releases).
 fn fnv1a(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {

@@ -1,4 +1,4 @@
-//! The two parameterised layers every model here shares, on the `kernels` ops (which have a
+//! The parameterised layers the models here share, on the `kernels` ops (which have a
 //! backward, unlike candle's fused norms; DESIGN.md, "Rules of the house"). Parameter names
 //! are those of `torch.nn.Linear` and the Hugging Face RMSNorm modules (`weight`, `bias`), so
 //! a `VarBuilder` over a HF checkpoint loads them as they are.
@@ -59,5 +59,31 @@ impl RmsNorm {
     /// x: (…, D) -> (…, D).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         kernels::rms_norm(x, &self.weight, self.eps)
+    }
+}
+
+/// The gated MLP of HF Llama/Qwen2 (`Qwen2MLP`, Qwen2.5-VL's vision `Qwen2_5_VLMLP`):
+/// down(silu(gate(x)) * up(x)), tensors `gate_proj`, `up_proj`, `down_proj`.
+#[derive(Debug, Clone)]
+pub struct SwiGluMlp {
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+}
+
+impl SwiGluMlp {
+    /// Width `dim` in and out, `hidden` inside; `bias` on all three projections or none.
+    pub fn new(vb: VarBuilder, dim: usize, hidden: usize, bias: bool) -> Result<Self> {
+        Ok(SwiGluMlp {
+            gate: Linear::new(vb.pp("gate_proj"), dim, hidden, bias)?,
+            up: Linear::new(vb.pp("up_proj"), dim, hidden, bias)?,
+            down: Linear::new(vb.pp("down_proj"), hidden, dim, bias)?,
+        })
+    }
+
+    /// x: (…, dim) -> (…, dim).
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let h = kernels::swiglu(&self.gate.forward(x)?, &self.up.forward(x)?)?;
+        self.down.forward(&h)
     }
 }

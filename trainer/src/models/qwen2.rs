@@ -31,7 +31,7 @@ use candle_nn::kv_cache::KvCache;
 use candle_nn::VarBuilder;
 use kernels::{AttentionOpts, RopeLayout};
 
-use super::layers::{Linear, RmsNorm};
+use super::layers::{Linear, RmsNorm, SwiGluMlp};
 
 /// The prefix of the decoder's tensors in a `Qwen2ForCausalLM` checkpoint.
 pub const PREFIX: &str = "model";
@@ -108,38 +108,13 @@ impl Attention {
     }
 }
 
-/// HF `Qwen2MLP`: down(silu(gate(x)) * up(x)), no biases.
-#[derive(Debug)]
-struct Mlp {
-    gate: Linear,
-    up: Linear,
-    down: Linear,
-}
-
-impl Mlp {
-    fn new(cfg: &Qwen2Config, vb: VarBuilder) -> Result<Self> {
-        let (c, f) = (cfg.hidden_size, cfg.intermediate_size);
-        Ok(Mlp {
-            gate: Linear::new(vb.pp("gate_proj"), c, f, false)?,
-            up: Linear::new(vb.pp("up_proj"), c, f, false)?,
-            down: Linear::new(vb.pp("down_proj"), f, c, false)?,
-        })
-    }
-
-    /// x: (B, T, C) -> (B, T, C).
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = kernels::swiglu(&self.gate.forward(x)?, &self.up.forward(x)?)?;
-        self.down.forward(&h)
-    }
-}
-
 /// HF `Qwen2DecoderLayer`.
 #[derive(Debug)]
 struct Layer {
     input_norm: RmsNorm,
     attn: Attention,
     post_norm: RmsNorm,
-    mlp: Mlp,
+    mlp: SwiGluMlp,
 }
 
 impl Layer {
@@ -149,7 +124,7 @@ impl Layer {
             input_norm: RmsNorm::new(vb.pp("input_layernorm"), c, eps)?,
             attn: Attention::new(cfg, vb.pp("self_attn"))?,
             post_norm: RmsNorm::new(vb.pp("post_attention_layernorm"), c, eps)?,
-            mlp: Mlp::new(cfg, vb.pp("mlp"))?,
+            mlp: SwiGluMlp::new(vb.pp("mlp"), c, cfg.intermediate_size, false)?,
         })
     }
 

@@ -37,7 +37,7 @@ pub use config::VisionConfig;
 pub use init::{init_tensors, param_shapes};
 use layout::Layout;
 
-use super::layers::{Linear, RmsNorm};
+use super::layers::{Linear, RmsNorm, SwiGluMlp};
 
 /// The prefix of the tower's tensors in a Qwen2.5-VL checkpoint.
 pub const PREFIX: &str = "visual";
@@ -80,38 +80,13 @@ impl Attention {
     }
 }
 
-/// SwiGLU MLP with biases (HF `Qwen2_5_VLMLP(bias=True)`, `hidden_act` silu).
-#[derive(Debug)]
-struct Mlp {
-    gate: Linear,
-    up: Linear,
-    down: Linear,
-}
-
-impl Mlp {
-    fn new(cfg: &VisionConfig, vb: VarBuilder) -> Result<Self> {
-        let (c, f) = (cfg.hidden_size, cfg.intermediate_size);
-        Ok(Mlp {
-            gate: Linear::new(vb.pp("gate_proj"), c, f, true)?,
-            up: Linear::new(vb.pp("up_proj"), c, f, true)?,
-            down: Linear::new(vb.pp("down_proj"), f, c, true)?,
-        })
-    }
-
-    /// x: (B, T, C) -> (B, T, C).
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = kernels::swiglu(&self.gate.forward(x)?, &self.up.forward(x)?)?;
-        self.down.forward(&h)
-    }
-}
-
 /// Pre-norm transformer block (HF `Qwen2_5_VLVisionBlock`).
 #[derive(Debug)]
 struct Block {
     norm1: RmsNorm,
     attn: Attention,
     norm2: RmsNorm,
-    mlp: Mlp,
+    mlp: SwiGluMlp,
     /// Attends over the whole image (in `fullatt_block_indexes`) rather than within windows.
     full: bool,
 }
@@ -123,7 +98,7 @@ impl Block {
             norm1: RmsNorm::new(vb.pp("norm1"), c, NORM_EPS)?,
             attn: Attention::new(cfg, vb.pp("attn"))?,
             norm2: RmsNorm::new(vb.pp("norm2"), c, NORM_EPS)?,
-            mlp: Mlp::new(cfg, vb.pp("mlp"))?,
+            mlp: SwiGluMlp::new(vb.pp("mlp"), cfg.hidden_size, cfg.intermediate_size, true)?,
             full,
         })
     }

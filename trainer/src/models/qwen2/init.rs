@@ -6,10 +6,10 @@
 
 use std::collections::HashMap;
 
-use candle_core::{DType, Device, Result, Tensor};
+use candle_core::{Result, Tensor};
 
 use super::{Qwen2Config, LM_HEAD, PREFIX};
-use crate::models::init::{tensor_rng, truncated_normal};
+use crate::models::init::hf_init;
 
 /// Every parameter: (full HF name, shape). `lm_head.weight` only when untied.
 pub fn param_shapes(cfg: &Qwen2Config) -> Vec<(String, Vec<usize>)> {
@@ -45,20 +45,10 @@ pub fn param_shapes(cfg: &Qwen2Config) -> Vec<(String, Vec<usize>)> {
 /// build: `VarBuilder::from_varmap(&models::varmap_from(init_tensors(..)?)?, dtype, dev)`.
 pub fn init_tensors(cfg: &Qwen2Config, seed: u64) -> Result<HashMap<String, Tensor>> {
     let std = cfg.initializer_range as f32;
-    let dev = Device::Cpu;
     param_shapes(cfg)
         .into_iter()
         .map(|(name, shape)| {
-            let t = if name.ends_with(".bias") {
-                Tensor::zeros(shape, DType::F32, &dev)?
-            } else if name.ends_with("norm.weight") {
-                Tensor::ones(shape, DType::F32, &dev)?
-            } else {
-                let n = shape.iter().product();
-                let mut rng = tensor_rng(seed, &name);
-                let v: Vec<f32> = (0..n).map(|_| std * truncated_normal(&mut rng)).collect();
-                Tensor::from_vec(v, shape, &dev)?
-            };
+            let t = hf_init(seed, &name, &shape, std, |n| n.ends_with("norm.weight"))?;
             Ok((name, t))
         })
         .collect()

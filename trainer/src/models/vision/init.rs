@@ -9,8 +9,8 @@
 
 use std::collections::HashMap;
 
-use crate::models::init::{tensor_rng, truncated_normal};
-use candle_core::{Device, Result, Tensor};
+use crate::models::init::hf_init;
+use candle_core::{Result, Tensor};
 
 use super::{VisionConfig, PREFIX};
 
@@ -61,20 +61,11 @@ pub fn param_shapes(cfg: &VisionConfig) -> Vec<(String, Vec<usize>)> {
 /// the same through `models::varmap_from` and `VarBuilder::from_varmap`.
 pub fn init_tensors(cfg: &VisionConfig, seed: u64) -> Result<HashMap<String, Tensor>> {
     let std = cfg.initializer_range as f32;
-    let dev = Device::Cpu;
     param_shapes(cfg)
         .into_iter()
         .map(|(name, shape)| {
-            let t = if name.ends_with(".bias") {
-                Tensor::zeros(shape, candle_core::DType::F32, &dev)?
-            } else if name.contains("norm") || name.contains("ln_q") {
-                Tensor::ones(shape, candle_core::DType::F32, &dev)?
-            } else {
-                let n = shape.iter().product();
-                let mut rng = tensor_rng(seed, &name);
-                let values: Vec<f32> = (0..n).map(|_| std * truncated_normal(&mut rng)).collect();
-                Tensor::from_vec(values, shape, &dev)?
-            };
+            let is_norm = |n: &str| n.contains("norm") || n.contains("ln_q");
+            let t = hf_init(seed, &name, &shape, std, is_norm)?;
             Ok((name, t))
         })
         .collect()
