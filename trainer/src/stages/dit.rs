@@ -26,7 +26,7 @@ use data::rng::{mix, Rng};
 use data::Dataset;
 
 use super::dit_flow::{drop_mask, noisy, sample_timesteps, seeded_noise};
-use super::dit_generate::{references, style_gap as style_gap_of, StyleGap};
+use super::dit_generate::{references, style_gap as style_gap_of, write_grid, StyleGap};
 use super::dit_parts::{resolve, DitParts, DIT, EMA};
 use crate::config::stages::DitConfig;
 use crate::config::to_yaml;
@@ -60,6 +60,8 @@ pub type Outcome = run::Outcome<DitEval>;
 /// Held-out references (one per style) and prompts of the final style check.
 const GAP_REFERENCES: usize = 8;
 const GAP_PROMPTS: usize = 2;
+/// The contact sheet of the final style check, in the run folder.
+pub const STYLE_GRID: &str = "style-check.png";
 
 /// One micro-batch's loss: x1 gives the style, x2 the prompt and the target.
 fn flow_loss(
@@ -255,9 +257,15 @@ pub fn train(
     if t.eval_every > 0 {
         let (refs, prompts) = references(&eval_ds, &cfg.data, GAP_REFERENCES, GAP_PROMPTS)?;
         let prompts: Vec<&str> = prompts.iter().map(String::as_str).collect();
-        let g = run
+        let (g, images) = run
             .progress
             .suspend(|| style_gap_of(&parts, &refs, &prompts, &cfg.sample, t.seed))?;
+        let grid = run_dir.join(STYLE_GRID);
+        write_grid(&grid, &refs, &images, &cfg.data)?;
+        tracing::info!(
+            "style check grid: {} (rows: held-out references, then one image per prompt: {prompts:?})",
+            grid.display()
+        );
         tracing::info!(
             "held-out style check: generated images vs their reference {:.3}, vs the other references {:.3} (gap {:.3}; {} images, {} styles)",
             g.matched, g.mismatched, g.gap(), g.images, g.references
@@ -395,7 +403,11 @@ mod tests {
         let a = run(&[1, 2]);
         assert_eq!(a, run(&[1, 2]), "same seeds, same images");
         assert_ne!(a, run(&[3, 2]), "another seed, another image");
-        let g = style_gap_of(&parts, &refs, &[ps[0]], &s, 0).unwrap();
+        let (g, made) = style_gap_of(&parts, &refs, &[ps[0]], &s, 0).unwrap();
+        let grid = dir.path().join("grid.png");
+        write_grid(&grid, &refs, &made, &cfg.data).unwrap();
+        let sheet = image::open(&grid).unwrap();
+        assert_eq!((sheet.width(), sheet.height()), (2 * 34 + 2, 2 * 34 + 2));
         assert_eq!((g.images, g.references), (2, 2));
         assert!(g.matched.is_finite() && g.mismatched.is_finite());
     }

@@ -72,6 +72,44 @@ pub fn style_vectors(parts: &DitParts, images: &Tensor) -> Result<Tensor> {
     Ok(e.broadcast_div(&(norm + 1e-12)?)?)
 }
 
+/// A contact sheet: one row per reference, the reference first, then its image for each
+/// prompt. refs (R, 3, S, S) and each of `per_prompt` (R, 3, S, S), normalised by
+/// `data.mean`/`data.std` (undone here).
+pub fn write_grid(
+    path: &std::path::Path,
+    refs: &Tensor,
+    per_prompt: &[Tensor],
+    data: &data::config::DataConfig,
+) -> Result<()> {
+    let (r, _, s, _) = refs.dims4()?;
+    let gap = 2usize;
+    let cols = 1 + per_prompt.len();
+    let (w, h) = (cols * (s + gap) + gap, r * (s + gap) + gap);
+    let mut sheet = image::RgbImage::from_pixel(w as u32, h as u32, image::Rgb([255, 255, 255]));
+    for (c, t) in std::iter::once(refs).chain(per_prompt).enumerate() {
+        let flat: Vec<f32> = t
+            .to_dtype(candle_core::DType::F32)?
+            .flatten_all()?
+            .to_vec1()?;
+        for i in 0..r {
+            for y in 0..s {
+                for x in 0..s {
+                    // (R, 3, S, S) row-major; undo the loader's normalisation.
+                    let v = |ch: usize| {
+                        let f = flat[((i * 3 + ch) * s + y) * s + x] * data.std[ch] + data.mean[ch];
+                        (f.clamp(0.0, 1.0) * 255.0).round() as u8
+                    };
+                    let (gx, gy) = (gap + c * (s + gap) + x, gap + i * (s + gap) + y);
+                    sheet.put_pixel(gx as u32, gy as u32, image::Rgb([v(0), v(1), v(2)]));
+                }
+            }
+        }
+    }
+    sheet
+        .save(path)
+        .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
+}
+
 /// Matched and mismatched style similarity of generated images.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct StyleGap {
@@ -134,11 +172,12 @@ pub fn style_gap(
     prompts: &[&str],
     cfg: &DitSampleConfig,
     seed: u64,
-) -> Result<StyleGap> {
+) -> Result<(StyleGap, Vec<Tensor>)> {
     let r = refs.dim(0)?;
     let idx = parts.style_indices(refs)?; // (R, N)
     let ref_vecs = style_vectors(parts, refs)?; // (R, E)
     let (mut matched, mut mismatched, mut m_n, mut x_n) = (0f64, 0f64, 0usize, 0usize);
+    let mut made = Vec::with_capacity(prompts.len());
     for (p_i, p) in prompts.iter().enumerate() {
         let ps = vec![*p; r];
         let seeds: Vec<u64> = (0..r as u64)
@@ -146,6 +185,7 @@ pub fn style_gap(
             .collect();
         let images = generate(parts, &idx, &ps, &seeds, cfg)?;
         let gen = style_vectors(parts, &images)?; // (R, E)
+        made.push(images);
         let sims: Vec<Vec<f32>> = gen.matmul(&ref_vecs.t()?)?.to_vec2()?;
         for (i, row) in sims.iter().enumerate() {
             for (j, &s) in row.iter().enumerate() {
@@ -159,10 +199,11 @@ pub fn style_gap(
             }
         }
     }
-    Ok(StyleGap {
+    let gap = StyleGap {
         matched: matched / m_n.max(1) as f64,
         mismatched: mismatched / x_n.max(1) as f64,
         images: m_n,
         references: r,
-    })
+    };
+    Ok((gap, made))
 }
