@@ -15,6 +15,8 @@ pub mod layers;
 pub mod mmdit;
 pub mod qwen2;
 pub mod style_text;
+#[cfg(test)]
+pub mod testing;
 pub mod vision;
 
 use std::collections::HashMap;

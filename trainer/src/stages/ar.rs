@@ -260,9 +260,8 @@ pub fn held_out_loss(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::train::run::testing::assert_same_runs;
+    use crate::train::run::testing::{assert_same_runs, stop_at};
     use data::indices::IndexShardWriter;
-    use std::cell::Cell;
 
     /// Index sequences with structure to learn: each "style" s walks the codes with its own
     /// stride (token t = (start + s t) mod 32), so the next token follows from the previous
@@ -315,11 +314,7 @@ mod tests {
         let seqs = gen.sample(&[1, 2]).unwrap();
         assert_eq!((seqs[0].len(), gen.len()), (8, 8));
 
-        let calls = Cell::new(0);
-        let stop_at_10 = || {
-            calls.set(calls.get() + 1);
-            calls.get() == 10
-        };
+        let stop_at_10 = stop_at(10);
         let first = train(&cfg, &split, None, &stop_at_10).unwrap();
         assert!(!first.completed && first.checkpoint.ends_with("step-10"));
         let second = train(&cfg, &split, Some("latest"), &|| false).unwrap();

@@ -158,9 +158,8 @@ pub fn train(
 mod tests {
     use super::*;
     use crate::config::stages::CodebookConfig;
-    use crate::train::run::testing::assert_same_runs;
+    use crate::train::run::testing::{assert_same_runs, stop_at};
     use data::synth::generate::{generate, SynthConfig};
-    use std::cell::Cell;
 
     /// A dataset of 8 + 4 styles, 32 px, and a config small enough to train in a second.
     fn setup(root: &Path) -> CodebookConfig {
@@ -200,11 +199,7 @@ mod tests {
         assert!(r.top1.is_finite() && r.usage > 0.0, "{r:?}");
 
         // Stop after the 5th step (a checkpoint is written on stop), then resume.
-        let calls = Cell::new(0);
-        let stop_at_5 = || {
-            calls.set(calls.get() + 1);
-            calls.get() == 5
-        };
+        let stop_at_5 = stop_at(5);
         let first = train(&cfg, "cfg", &split, None, &stop_at_5).unwrap();
         assert!(!first.completed);
         assert!(

@@ -290,9 +290,8 @@ mod tests {
     use crate::config::stages::CodebookConfig;
     use crate::stages::dit_text::word_tokenizer;
     use crate::train::checkpoint;
-    use crate::train::run::testing::assert_same_runs;
+    use crate::train::run::testing::{assert_same_runs, stop_at};
     use data::synth::generate::{generate, SynthConfig};
-    use std::cell::Cell;
 
     /// A 32 px dataset, a codebook trained on it for a few steps, a tokenizer of its prompts
     /// and a DiT config small enough to train in seconds.
@@ -358,11 +357,7 @@ mod tests {
         let (whole, split) = (dir.path().join("whole"), dir.path().join("split"));
         let done = train(&cfg, &whole, None, &|| false).unwrap();
         assert!(done.completed && done.last_eval.unwrap().loss.is_finite());
-        let calls = Cell::new(0);
-        let stop_at_3 = || {
-            calls.set(calls.get() + 1);
-            calls.get() == 3
-        };
+        let stop_at_3 = stop_at(3);
         assert!(!train(&cfg, &split, None, &stop_at_3).unwrap().completed);
         assert!(
             train(&cfg, &split, Some("latest"), &|| false)

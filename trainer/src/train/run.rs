@@ -270,6 +270,15 @@ mod tests {
 pub mod testing {
     use std::path::Path;
 
+    /// A `should_stop` that says yes on its `n`-th call (after step n of a fresh run).
+    pub fn stop_at(n: u32) -> impl Fn() -> bool {
+        let calls = std::cell::Cell::new(0);
+        move || {
+            calls.set(calls.get() + 1);
+            calls.get() == n
+        }
+    }
+
     /// Every line of a run's `metrics.jsonl` without its wall time.
     pub fn logged(run: &Path) -> Vec<String> {
         let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();

@@ -12,6 +12,7 @@ use super::{
     init_tensors, param_shapes, patchify, pos_embed_2d, timestep_embedding, unpatchify,
     unused_params, Mmdit, MmditConfig,
 };
+use crate::models::testing::{assert_every_var_gets_a_gradient, max_abs_diff};
 use crate::models::varmap_from;
 
 fn randn(shape: &[usize], seed: u64) -> Tensor {
@@ -54,10 +55,6 @@ fn max_abs(a: &Tensor) -> f32 {
         .unwrap()
 }
 
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    max_abs(&(a - b).unwrap())
-}
-
 #[test]
 fn zero_initialised_model_outputs_exactly_zero() {
     let cfg = MmditConfig::tiny();
@@ -88,24 +85,14 @@ fn every_trainable_variable_gets_a_finite_nonzero_gradient() {
     assert_eq!(varmap.all_vars().len(), param_shapes(&cfg).len());
     let unused: HashSet<String> = unused_params(&cfg).into_iter().collect();
     assert_eq!(unused.len(), 9);
-    let data = varmap.data().lock().unwrap();
-    for name in &unused {
-        assert!(data.contains_key(name), "{name} is not a parameter");
-    }
-    for (name, var) in data.iter() {
-        let g = grads.get(var);
-        if unused.contains(name) {
-            assert!(g.is_none(), "{name} is listed as unused but has a gradient");
-            continue;
+    {
+        let data = varmap.data().lock().unwrap();
+        for name in &unused {
+            assert!(data.contains_key(name), "{name} is not a parameter");
         }
-        let g = g.unwrap_or_else(|| panic!("{name}: no gradient"));
-        let g: Vec<f32> = g.flatten_all().unwrap().to_vec1().unwrap();
-        assert!(
-            g.iter().all(|v| v.is_finite()),
-            "{name}: non-finite gradient"
-        );
-        assert!(g.iter().any(|v| *v != 0.0), "{name}: zero gradient");
     }
+    let unused: Vec<String> = unused.into_iter().collect();
+    assert_every_var_gets_a_gradient(&varmap, &grads, &unused);
 }
 
 #[test]

@@ -6,6 +6,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
 use super::{init_tensors, next_token_loss, param_shapes, Qwen2, Qwen2Config};
+use crate::models::testing::{assert_every_var_gets_a_gradient, max_abs_diff};
 use crate::models::varmap_from;
 
 const FIXTURE: &str = concat!(
@@ -50,19 +51,6 @@ fn tokens(rows: &[&[u32]]) -> Tensor {
     Tensor::from_vec(flat, (rows.len(), rows[0].len()), &Device::Cpu).unwrap()
 }
 
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
-}
-
 #[test]
 fn matches_hugging_face_qwen2_for_causal_lm() {
     let tensors = candle_core::safetensors::load(FIXTURE, &Device::Cpu).unwrap();
@@ -103,20 +91,9 @@ fn every_trainable_variable_gets_a_finite_nonzero_gradient() {
         let loss = next_token_loss(&logits, &seq.narrow(1, 1, 5).unwrap()).unwrap();
         let grads = loss.backward().unwrap();
         assert_eq!(varmap.all_vars().len(), param_shapes(&cfg).len());
-        let data = varmap.data().lock().unwrap();
-        for (name, var) in data.iter() {
-            let g = grads
-                .get(var)
-                .unwrap_or_else(|| panic!("tied={tied} {name}: no gradient"));
-            let g: Vec<f32> = g.flatten_all().unwrap().to_vec1().unwrap();
-            assert!(g.iter().all(|v| v.is_finite()), "{name}: non-finite");
-            assert!(
-                g.iter().any(|v| *v != 0.0),
-                "tied={tied} {name}: zero gradient"
-            );
-        }
+        assert_every_var_gets_a_gradient(&varmap, &grads, &[]);
         assert_eq!(
-            data.contains_key(super::LM_HEAD),
+            varmap.data().lock().unwrap().contains_key(super::LM_HEAD),
             !tied,
             "lm_head exists exactly when untied"
         );

@@ -9,6 +9,7 @@ use candle_nn::VarBuilder;
 
 use super::layout::{window_order, Layout};
 use super::{init_tensors, param_shapes, VisionConfig, VisionEncoder, PREFIX};
+use crate::models::testing::{assert_every_var_gets_a_gradient, max_abs_diff};
 use crate::models::varmap_from;
 
 const FIXTURE: &str = concat!(
@@ -44,19 +45,6 @@ fn images(shape: (usize, usize, usize, usize), seed: u64) -> Tensor {
 fn frozen(cfg: &VisionConfig, seed: u64) -> VisionEncoder {
     let vb = VarBuilder::from_tensors(init_tensors(cfg, seed).unwrap(), DType::F32, &Device::Cpu);
     VisionEncoder::new(cfg, vb.pp(PREFIX)).unwrap()
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
 }
 
 #[test]
@@ -101,18 +89,7 @@ fn every_trainable_variable_gets_a_finite_nonzero_gradient() {
     let grads = loss.backward().unwrap();
     let vars = varmap.all_vars();
     assert_eq!(vars.len(), param_shapes(&cfg).len());
-    let data = varmap.data().lock().unwrap();
-    for (name, var) in data.iter() {
-        let g = grads
-            .get(var)
-            .unwrap_or_else(|| panic!("{name}: no gradient"));
-        let g: Vec<f32> = g.flatten_all().unwrap().to_vec1().unwrap();
-        assert!(
-            g.iter().all(|v| v.is_finite()),
-            "{name}: non-finite gradient"
-        );
-        assert!(g.iter().any(|v| *v != 0.0), "{name}: zero gradient");
-    }
+    assert_every_var_gets_a_gradient(&varmap, &grads, &[]);
 }
 
 #[test]
