@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The README's first command: build cotyle and run the main job on the embedded default,
 # the synthetic paired-style dataset, on this machine's CPU. Outputs go to out/demo/
-# (git-ignored). As stages land (codebook, AR, DiT, eval) this script grows into the whole
-# pipeline: synth -> codebook -> extract -> ar -> dit -> generate -> eval.
+# (git-ignored). The whole pipeline on tiny configs: synth -> codebook -> extract -> ar -> dit
+# -> generate (eval joins with its issue).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-out/demo}"
@@ -45,4 +45,19 @@ echo "== stage 3: style generator (tiny config) -> $out/ar/demo"
 "$trainer" sample-style --ar "$out/ar/demo/final" --codes 0..200 --no-suppression 2>/dev/null \
   | sed "s/^/suppression off: /" | tee -a "$out/ar.txt"
 
-echo "done: contact sheet $out/grid.png, reports $out/inspect.txt, $out/codebook.txt and $out/ar.txt"
+echo "== stage 2: style-conditioned DiT (tiny config) -> $out/dit/demo"
+"$trainer" dit --config configs/tiny/dit.yaml --set "data.root=$out/synth" \
+  --set "codebook=$out/codebook/demo/final" --set "train.out_dir=$out/dit" --set train.run=demo \
+  | tee "$out/dit.txt"
+
+echo "== generate: codes and held-out references -> $out/generate"
+"$trainer" data export "$out/synth" --split test --styles 2 --out "$out/refs" | tee -a "$out/dit.txt"
+refs=()
+for f in "$out"/refs/*.png; do refs+=(--style-image "$f"); done
+"$trainer" generate --pipeline configs/pipeline.yaml --dit "$out/dit/demo/final" \
+  --ar "$out/ar/demo/final" --code 1234 --code 99 "${refs[@]}" \
+  --prompt "a large circle" --prompt "two stars and a small heart" \
+  --out "$out/generate" --grid | tee -a "$out/dit.txt"
+
+echo "done: contact sheets $out/grid.png (data) and $out/generate/grid.png (generated);" \
+  "reports $out/inspect.txt, $out/codebook.txt, $out/ar.txt and $out/dit.txt"

@@ -27,27 +27,47 @@ pub fn contact_sheet(
             detail: "nothing to preview".into(),
         });
     }
-    let cols = rows
-        .iter()
-        .map(|r| r.len().min(per_style))
-        .max()
-        .unwrap_or(1);
-    let gap = 2u32;
-    let width = cols as u32 * (cell + gap) + gap;
-    let height = rows.len() as u32 * (cell + gap) + gap;
-    let mut sheet = RgbImage::from_pixel(width, height, Rgb([255, 255, 255]));
     // Rows of one style sit in few blocks; keep only the block being read.
     let cache = BlockCache::new(0);
-    for (r, items) in rows.iter().enumerate() {
-        for (c, &item) in items.iter().take(per_style).enumerate() {
+    let mut cells = Vec::with_capacity(rows.len());
+    for items in &rows {
+        let mut row = Vec::new();
+        for &item in items.iter().take(per_style) {
             let it = &ds.items[item];
             let block = cache.get(ds, it.block)?;
             let bytes = block[it.offset as usize].as_ref().map_err(Clone::clone)?;
             let img = decode_rgb(bytes, &ds.locate(item))?;
-            let thumb = imageops::resize(&img, cell, cell, imageops::FilterType::Triangle);
-            let (x, y) = (gap + c as u32 * (cell + gap), gap + r as u32 * (cell + gap));
-            imageops::replace(&mut sheet, &thumb, x as i64, y as i64);
+            row.push(imageops::resize(
+                &img,
+                cell,
+                cell,
+                imageops::FilterType::Triangle,
+            ));
+        }
+        cells.push(row);
+    }
+    Ok(sheet(&cells))
+}
+
+/// Rows of equally sized images on white, 2-pixel white gutters; a short row leaves white
+/// cells at its end.
+pub fn sheet(rows: &[Vec<RgbImage>]) -> RgbImage {
+    const GAP: u32 = 2;
+    let (w, h) = rows
+        .iter()
+        .flatten()
+        .next()
+        .map(|i| i.dimensions())
+        .unwrap_or((0, 0));
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0) as u32;
+    let width = cols * (w + GAP) + GAP;
+    let height = rows.len() as u32 * (h + GAP) + GAP;
+    let mut out = RgbImage::from_pixel(width, height, Rgb([255, 255, 255]));
+    for (r, row) in rows.iter().enumerate() {
+        for (c, img) in row.iter().enumerate() {
+            let (x, y) = (GAP + c as u32 * (w + GAP), GAP + r as u32 * (h + GAP));
+            imageops::replace(&mut out, img, x as i64, y as i64);
         }
     }
-    Ok(sheet)
+    out
 }

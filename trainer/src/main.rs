@@ -42,6 +42,8 @@ enum Command {
     Ar(cmd::ar::ArArgs),
     /// A style code's index sequence (or several codes' interpolated) from a trained generator.
     SampleStyle(cmd::sample_style::SampleStyleArgs),
+    /// Images from style codes or reference images through the three trained stages.
+    Generate(cmd::generate::GenerateArgs),
     /// Benchmarks (speed is measured here, never asserted in tests).
     #[command(subcommand)]
     Bench(cmd::bench::BenchCommand),
@@ -59,6 +61,7 @@ fn main() -> std::process::ExitCode {
         Command::Dit(a) => cmd::dit::run(a),
         Command::Ar(a) => cmd::ar::run(a),
         Command::SampleStyle(a) => cmd::sample_style::run(a),
+        Command::Generate(a) => cmd::generate::run(a),
         Command::Bench(c) => cmd::bench::run(c),
     };
     match result {

@@ -343,3 +343,198 @@ fn codebook_train_resume_eval_extract() {
     ]);
     assert!(ok, "{err}");
 }
+
+/// `trainer <stage> --config <configs/tiny/STAGE.yaml> --set ...` from the repository root.
+fn stage(name: &str, sets: &[String]) -> (bool, String, String) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let config = root.join(format!("configs/tiny/{name}.yaml"));
+    let mut args = vec![
+        name.to_string(),
+        "--config".into(),
+        config.display().to_string(),
+    ];
+    for s in sets {
+        args.extend(["--set".to_string(), s.clone()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    trainer(&args)
+}
+
+/// The three stages chained as a user chains them (codebook -> extract -> ar and dit ->
+/// generate), with a pipeline file; generation is reproducible, writes what the manifest
+/// says, and a style generator that does not fit the codebook is refused by name.
+#[test]
+fn stages_chain_into_generate() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data = d.join("synth");
+    let (ok, _, err) = trainer(&[
+        "data",
+        "synth",
+        "--out",
+        data.to_str().unwrap(),
+        "--styles",
+        "6",
+        "--test-styles",
+        "3",
+        "--per-style",
+        "4",
+        "--size",
+        "32",
+        "--seed",
+        "8",
+    ]);
+    assert!(ok, "{err}");
+    let runs = d.join("runs");
+    let common = |run: &str| {
+        vec![
+            format!("train.out_dir={}", runs.display()),
+            format!("train.run={run}"),
+            "train.steps=2".to_string(),
+            "train.warmup_steps=1".into(),
+            "train.eval_every=0".into(),
+        ]
+    };
+    let mut sets = common("cb");
+    sets.extend([
+        format!("data.root={}", data.display()),
+        "data.image_size=32".into(),
+        "encoder.vision.image_size=32".into(),
+        "train.batch_size=8".into(),
+    ]);
+    let (ok, _, err) = stage("codebook", &sets);
+    assert!(ok, "{err}");
+    let cb = runs.join("cb");
+    let (ok, _, err) = trainer(&[
+        "extract",
+        "--checkpoint",
+        cb.join("final").to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let ar = |run: &str, extra: &[&str]| {
+        let mut sets = common(run);
+        sets.push(format!("data.indices={}", cb.display()));
+        sets.push("train.batch_size=8".into());
+        sets.extend(extra.iter().map(|s| s.to_string()));
+        let (ok, _, err) = stage("ar", &sets);
+        assert!(ok, "{err}");
+    };
+    ar("ar", &[]);
+    // Sequences of 4 indices, but a generator that samples 8 per style.
+    ar("ar-long", &["model.max_position_embeddings=8"]);
+    let mut sets = common("dit");
+    sets.extend([
+        format!("data.root={}", data.display()),
+        "data.image_size=32".into(),
+        "model.sample_size=32".into(),
+        format!("codebook={}", cb.join("final").display()),
+        format!(
+            "text.tokenizer={}/../configs/tokenizers/synth.json",
+            env!("CARGO_MANIFEST_DIR")
+        ),
+        "train.batch_size=4".into(),
+    ]);
+    let (ok, _, err) = stage("dit", &sets);
+    assert!(ok, "{err}");
+
+    let pipeline = d.join("pipeline.yaml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            "stage: pipeline\ndit: {}\nar: {}\n",
+            runs.join("dit/final").display(),
+            runs.join("ar/final").display()
+        ),
+    )
+    .unwrap();
+    let reference = d.join("my ref.png");
+    image::RgbImage::from_fn(40, 32, |x, y| {
+        image::Rgb([(x * 6) as u8, (y * 7) as u8, 90])
+    })
+    .save(&reference)
+    .unwrap();
+    let generate = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "generate",
+            "--pipeline",
+            pipeline.to_str().unwrap(),
+            "--code",
+            "1234",
+            "--code",
+            "7",
+            "--style-image",
+            reference.to_str().unwrap(),
+            "--prompt",
+            "a red star",
+            "--prompt",
+            "two small ovals",
+            "--steps",
+            "2",
+            "--grid",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        trainer(&args)
+    };
+    let (a, b) = (d.join("gen-a"), d.join("gen-b"));
+    let (ok, out, err) = generate(&a, &[]);
+    assert!(ok, "{err}");
+    assert!(out.contains("6 images (3 styles x 2 prompts)"), "{out}");
+    let files = [
+        "code-1234_p0.png",
+        "code-1234_p1.png",
+        "code-7_p0.png",
+        "code-7_p1.png",
+        "ref0-my_ref_p0.png",
+        "ref0-my_ref_p1.png",
+    ];
+    for f in files {
+        let img = image::open(a.join(f)).unwrap();
+        assert_eq!((img.width(), img.height()), (32, 32), "{f}");
+    }
+    // Rows: two codes and a reference; columns: the reference (white for codes), 2 prompts.
+    let grid = image::open(a.join("grid.png")).unwrap();
+    assert_eq!((grid.width(), grid.height()), (3 * 34 + 2, 3 * 34 + 2));
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(a.join("generate.json")).unwrap()).unwrap();
+    assert_eq!(manifest["images"].as_array().unwrap().len(), 6);
+    assert_eq!(manifest["styles"][0]["code"].as_u64(), Some(1234));
+    assert_eq!(
+        manifest["styles"][2]["indices"].as_array().unwrap().len(),
+        4
+    );
+    assert_eq!(manifest["dit"]["ema"].as_bool(), Some(true));
+
+    let (ok, _, err) = generate(&b, &[]);
+    assert!(ok, "{err}");
+    for f in files {
+        assert_eq!(
+            std::fs::read(a.join(f)).unwrap(),
+            std::fs::read(b.join(f)).unwrap(),
+            "{f}: same seed, same image"
+        );
+    }
+    let (ok, _, err) = generate(&b, &["--seed", "1"]);
+    assert!(ok, "{err}");
+    assert_ne!(
+        std::fs::read(a.join(files[0])).unwrap(),
+        std::fs::read(b.join(files[0])).unwrap(),
+        "another seed, another image"
+    );
+
+    let long = runs.join("ar-long/final");
+    let (ok, _, err) = generate(&b, &["--ar", long.to_str().unwrap()]);
+    assert!(
+        !ok && err.contains("do not fit") && err.contains("8 indices per style"),
+        "{err}"
+    );
+    let (ok, _, err) = trainer(&[
+        "generate",
+        "--pipeline",
+        pipeline.to_str().unwrap(),
+        "--code",
+        "1",
+    ]);
+    assert!(!ok && err.contains("--prompt"), "{err}");
+}

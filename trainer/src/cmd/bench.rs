@@ -26,6 +26,8 @@ pub enum BenchCommand {
     Block(super::bench_block::BenchBlockArgs),
     /// Style-generator sampling: codes/s and tokens/s, demo and full size, against PyTorch.
     Ar(super::bench_ar::BenchArArgs),
+    /// The demo MMDiT: training images/s and sampling s/image, against PyTorch.
+    Dit(super::bench_dit::BenchDitArgs),
 }
 
 #[derive(Args)]
@@ -62,6 +64,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Ops(a) => super::bench_ops::run(a),
         BenchCommand::Block(a) => super::bench_block::run(a),
         BenchCommand::Ar(a) => super::bench_ar::run(a),
+        BenchCommand::Dit(a) => super::bench_dit::run(a),
     }
 }
 

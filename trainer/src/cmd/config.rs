@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 
-use crate::config::stages::{ArConfig, CodebookConfig, DitConfig, SynthStageConfig};
+use crate::config::stages::{
+    ArConfig, CodebookConfig, DitConfig, PipelineConfig, SynthStageConfig,
+};
 use crate::config::tree::Node;
 use crate::config::{load_tree, take_stage, to_yaml, Config, Problems};
 
@@ -58,6 +60,7 @@ pub fn resolve(args: &ConfigArgs) -> Result<(String, String), Problems> {
         "dit" => yaml::<DitConfig>(&mut tree, &args.sets),
         "ar" => yaml::<ArConfig>(&mut tree, &args.sets),
         "synth" => yaml::<SynthStageConfig>(&mut tree, &args.sets),
+        "pipeline" => yaml::<PipelineConfig>(&mut tree, &args.sets),
         other => unreachable!("take_stage accepts only known stages, got {other}"),
     }?;
     Ok((stage, text))

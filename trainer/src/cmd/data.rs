@@ -1,4 +1,4 @@
-//! `trainer data synth|inspect|preview|tokenizer`.
+//! `trainer data synth|inspect|preview|export|tokenizer`.
 
 use std::path::PathBuf;
 
@@ -19,6 +19,9 @@ pub enum DataCommand {
     Inspect(InspectArgs),
     /// Write a contact sheet: one row per style, one column per image.
     Preview(PreviewArgs),
+    /// Write images of a split as PNG files, one per style (style references for
+    /// `trainer generate --style-image`).
+    Export(ExportArgs),
     /// Build a word-level `tokenizer.json` from a dataset's prompts (for data with no
     /// pretrained tokenizer, such as the synthetic set).
     Tokenizer(TokenizerArgs),
@@ -107,6 +110,19 @@ pub struct InspectArgs {
 }
 
 #[derive(Args)]
+pub struct ExportArgs {
+    /// A parquet folder, a .parquet file or an image folder.
+    path: PathBuf,
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value = "test")]
+    split: String,
+    /// The first image of each of the first N styles.
+    #[arg(long, default_value_t = 4)]
+    styles: usize,
+}
+
+#[derive(Args)]
 pub struct PreviewArgs {
     /// A parquet folder, a .parquet file or an image folder.
     path: PathBuf,
@@ -147,8 +163,44 @@ pub fn run(cmd: DataCommand) -> Result<()> {
             );
             Ok(())
         }
+        DataCommand::Export(a) => export(a),
         DataCommand::Tokenizer(a) => tokenizer(a),
     }
+}
+
+/// `{split}-{item}.png` for the first item of each of the first `--styles` styles, with a line
+/// per file naming its style and prompt.
+fn export(a: ExportArgs) -> Result<()> {
+    let ds = Dataset::open(&a.path, &a.split)?;
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let firsts: Vec<usize> = ds
+        .items_of_style()
+        .into_iter()
+        .filter_map(|items| items.first().copied())
+        .take(a.styles)
+        .collect();
+    for item in firsts {
+        let it = &ds.items[item];
+        let (_, bytes) = ds
+            .read_block_rows(it.block, &[it.offset])?
+            .pop()
+            .context("the dataset returned no row")?;
+        let img = data::dataset::decode_rgb(&bytes?, &ds.locate(item))?;
+        let file = a.out.join(format!("{}-{item}.png", a.split));
+        img.save(&file)
+            .with_context(|| format!("writing {}", file.display()))?;
+        println!(
+            "{}  style {} ({}): {}",
+            file.display(),
+            it.style,
+            ds.styles
+                .get(it.style as usize)
+                .map(String::as_str)
+                .unwrap_or("?"),
+            it.prompt
+        );
+    }
+    Ok(())
 }
 
 fn synth(a: SynthArgs) -> Result<()> {

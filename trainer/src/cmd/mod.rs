@@ -10,12 +10,14 @@ pub mod ar;
 pub mod bench;
 pub mod bench_ar;
 pub mod bench_block;
+pub mod bench_dit;
 pub mod bench_ops;
 pub mod codebook;
 pub mod config;
 pub mod data;
 pub mod dit;
 pub mod extract;
+pub mod generate;
 pub mod sample_style;
 
 /// `train.out_dir/train.run`; a run without a name gets one from the time. A resumed run

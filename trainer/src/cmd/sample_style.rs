@@ -52,7 +52,7 @@ pub struct SampleStyleArgs {
 }
 
 /// A style code: a decimal unsigned 64-bit integer.
-fn parse_code(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_code(s: &str) -> Result<u64, String> {
     s.trim().parse::<u64>().map_err(|_| {
         format!(
             "a style code is an unsigned 64-bit integer (0 to {}), got `{s}`",

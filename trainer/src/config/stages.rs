@@ -18,6 +18,7 @@ use super::Validate;
 use crate::models::codebook::StyleCodebookConfig;
 use crate::models::mmdit::MmditConfig;
 use crate::models::qwen2::Qwen2Config;
+use crate::models::vae::VaeConfig;
 use crate::sample::SamplingConfig;
 use crate::stages::ar_data::IndexDataConfig;
 use crate::stages::codebook_config::{EncoderConfig, RetrievalEvalConfig};
@@ -52,6 +53,8 @@ pub struct DitConfig {
     pub codebook: std::path::PathBuf,
     pub text: TextBranchConfig,
     pub model: MmditConfig,
+    /// The frozen autoencoder of a latent-space config; absent: the DiT works on pixels.
+    pub vae: Option<VaeConfig>,
     pub flow: FlowConfig,
     /// EMA decay of the DiT's weights (0 = no EMA).
     pub ema_decay: f64,
@@ -66,6 +69,7 @@ impl Default for DitConfig {
             codebook: "checkpoints/codebook/demo".into(),
             text: TextBranchConfig::default(),
             model: MmditConfig::default(),
+            vae: None,
             flow: FlowConfig::default(),
             ema_decay: 0.999,
             sample: DitSampleConfig::default(),
@@ -111,6 +115,9 @@ impl Validate for DitConfig {
         common(&self.data, &self.train, out);
         out.extend(self.text.problems("text"));
         out.extend(self.model.problems("model"));
+        if let Some(v) = &self.vae {
+            out.extend(v.problems("vae"));
+        }
         out.extend(self.flow.problems("flow"));
         out.extend(self.sample.problems("sample"));
         if !(0.0..1.0).contains(&self.ema_decay) {
@@ -149,5 +156,42 @@ impl Validate for SynthStageConfig {
     }
 }
 
+/// `trainer generate`'s pipeline file (`configs/pipeline.yaml`): the three trained stages it
+/// chains, so its flags stay short. Sampling settings come from the checkpoints' own configs
+/// (the DiT's `sample:`, the AR's `sample:`); the command's flags override them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// Stage 2, the style-conditioned DiT (`step-N`, `final` or a run folder).
+    pub dit: std::path::PathBuf,
+    /// Stage 3, the style generator; only `--code` needs it. Empty: none.
+    pub ar: std::path::PathBuf,
+    /// Stage 1, the style codebook. Empty: the one the DiT was trained with (its config
+    /// names it). Another must have the same width and image size, and the AR's vocabulary
+    /// and sequence length.
+    pub codebook: std::path::PathBuf,
+    /// Sample with the DiT's EMA weights (where the checkpoint has them).
+    pub ema: bool,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            dit: "checkpoints/dit/demo/final".into(),
+            ar: "checkpoints/ar/demo/final".into(),
+            codebook: std::path::PathBuf::new(),
+            ema: true,
+        }
+    }
+}
+
+impl Validate for PipelineConfig {
+    fn validate(&self, out: &mut Vec<(String, String)>) {
+        if self.dit.as_os_str().is_empty() {
+            out.push(("dit".into(), "must name the DiT checkpoint".into()));
+        }
+    }
+}
+
 /// Every stage a config file can name.
-pub const STAGES: &[&str] = &["codebook", "dit", "ar", "synth"];
+pub const STAGES: &[&str] = &["codebook", "dit", "ar", "synth", "pipeline"];

@@ -104,7 +104,6 @@ impl StyleCodebook {
         })
     }
 
-    #[cfg(test)]
     pub fn config(&self) -> &StyleCodebookConfig {
         &self.cfg
     }

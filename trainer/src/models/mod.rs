@@ -17,6 +17,7 @@ pub mod qwen2;
 pub mod style_text;
 #[cfg(test)]
 pub mod testing;
+pub mod vae;
 pub mod vision;
 
 use std::collections::HashMap;

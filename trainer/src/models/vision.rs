@@ -191,7 +191,6 @@ impl VisionEncoder {
         })
     }
 
-    #[cfg(test)]
     pub fn config(&self) -> &VisionConfig {
         &self.cfg
     }

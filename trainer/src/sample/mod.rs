@@ -17,6 +17,7 @@
 pub mod interpolate;
 pub mod logits;
 pub mod philox;
+pub mod pipeline;
 
 pub use interpolate::interpolate;
 pub use logits::{Sampler, SamplingConfig};

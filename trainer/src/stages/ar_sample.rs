@@ -33,6 +33,9 @@ pub struct StyleGenerator {
     pub sample: SamplingConfig,
     pub checkpoint: PathBuf,
     pub step: u64,
+    /// What made the index sequences it was trained on (`freq.json`'s `made_by`: the
+    /// codebook checkpoint, among others).
+    pub made_by: serde_json::Value,
 }
 
 impl StyleGenerator {
@@ -76,6 +79,7 @@ impl StyleGenerator {
             sample,
             checkpoint: dir,
             step: ck.step,
+            made_by: freq.made_by,
         })
     }
 

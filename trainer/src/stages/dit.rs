@@ -85,10 +85,11 @@ fn flow_loss(
     let (text, mask) = parts.condition(&idx, &drop_style, &prompts)?;
     let t = Tensor::new(sample_timesteps(&cfg.flow, rng, b), x2.device())?;
     let seeds: Vec<u64> = (0..b as u64).map(|i| mix(noise_seed, i)).collect();
-    let (_, c, h, w) = x2.dims4()?;
-    let noise = seeded_noise((b, c, h, w), &seeds, x2.device())?;
-    let (xt, v) = noisy(x2, &noise, &t)?;
-    let pred = parts.dit.forward(&xt, &t, &text, Some(&mask))?;
+    let x0 = parts.to_model_space(x2)?;
+    let (_, c, h, w) = x0.dims4()?;
+    let noise = seeded_noise((b, c, h, w), &seeds, x0.device())?;
+    let (xt, v) = noisy(&x0, &noise, &t)?;
+    let pred = parts.velocity(&xt, &t, &text, &mask)?;
     Ok((pred - v)?.sqr()?.mean_all()?)
 }
 
@@ -112,14 +113,15 @@ fn held_out(parts: &DitParts, cfg: &DitConfig, ds: &Arc<Dataset>) -> Result<f64>
     let idx = parts.style_indices(&batch.anchor)?;
     let (text, mask) = parts.condition(&idx, &[], &prompts)?;
     let (text, mask) = (text.detach(), mask);
-    let (b, c, h, w) = batch.other.dims4()?;
+    let x0 = parts.to_model_space(&batch.other)?;
+    let (b, c, h, w) = x0.dims4()?;
     let seeds: Vec<u64> = (0..b as u64).collect();
-    let noise = seeded_noise((b, c, h, w), &seeds, batch.other.device())?;
+    let noise = seeded_noise((b, c, h, w), &seeds, x0.device())?;
     let mut sum = 0.0;
     for &tv in &EVAL_TIMES {
         let t = Tensor::new(vec![tv; b], batch.other.device())?;
-        let (xt, v) = noisy(&batch.other, &noise, &t)?;
-        let pred = parts.dit.forward(&xt, &t, &text, Some(&mask))?.detach();
+        let (xt, v) = noisy(&x0, &noise, &t)?;
+        let pred = parts.velocity(&xt, &t, &text, &mask)?.detach();
         sum += (pred - v)?.sqr()?.mean_all()?.to_scalar::<f32>()? as f64;
     }
     Ok(sum / EVAL_TIMES.len() as f64)
@@ -405,6 +407,52 @@ mod tests {
         assert_eq!((sheet.width(), sheet.height()), (2 * 34 + 2, 2 * 34 + 2));
         assert_eq!((g.images, g.references), (2, 2));
         assert!(g.matched.is_finite() && g.mismatched.is_finite());
+    }
+
+    #[test]
+    fn latent_space_trains_and_samples_through_the_vae() {
+        use crate::models::vae::VaeConfig;
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = setup(dir.path());
+        let vae = VaeConfig {
+            z_channels: 4,
+            ch: 32,
+            ch_mult: vec![1, 2],
+            num_res_blocks: 1,
+            ..VaeConfig::default()
+        };
+        cfg.vae = Some(vae);
+        // 32 px images -> 16 x 16 latents of 4 channels.
+        (
+            cfg.model.in_channels,
+            cfg.model.sample_size,
+            cfg.model.patch_size,
+        ) = (4, 16, 4);
+        cfg.train.steps = 2;
+        cfg.sample.steps = 2;
+        let done = train(&cfg, &dir.path().join("latent"), None, &|| false).unwrap();
+        let eval = done.last_eval.unwrap();
+        assert!(eval.loss.is_finite());
+        assert!(
+            eval.style_gap.is_some(),
+            "generated latents decode to images"
+        );
+
+        let ds = Dataset::open(&cfg.data.root, "test").unwrap();
+        let mut pixels = cfg.clone();
+        pixels.model.in_channels = 3;
+        let e = DitParts::build(&resolve(&pixels, &[&ds]).unwrap(), None)
+            .err()
+            .unwrap();
+        assert!(
+            e.to_string().contains("do not fit the VAE's latents"),
+            "{e}"
+        );
+        pixels.vae = None;
+        let e = DitParts::build(&resolve(&pixels, &[&ds]).unwrap(), None)
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("needs a `vae:` section"), "{e}");
     }
 
     #[test]

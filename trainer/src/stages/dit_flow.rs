@@ -50,6 +50,27 @@ pub struct FlowConfig {
     pub style_drop: f64,
     /// Probability that a training example's prompt is replaced by the empty prompt.
     pub prompt_drop: f64,
+    /// What the network outputs; the loss is on the velocity either way.
+    pub prediction: Prediction,
+    /// With `prediction: image`, the velocity (x_t - x0_hat) / t divides by max(t, min_t) so
+    /// that the loss weight 1/t^2 stays bounded near the data end (Li & He 2025 use 0.05).
+    pub min_t: f64,
+}
+
+/// What the MMDiT's output stands for. Either way the training loss and the sampler use the
+/// velocity; `Image` only changes how it is computed from the output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Prediction {
+    /// v = e - x0 directly (SD3, FLUX, Qwen-Image).
+    Velocity,
+    /// The clean image x0; v = (x_t - x0_hat) / t. Li & He 2025 ("Back to Basics: Let
+    /// Denoising Generative Models Denoise") show why a narrow transformer needs this: with
+    /// large patches (patch 8 at width 128 has 192 values per token and 128 channels) a
+    /// velocity must reproduce the per-pixel noise through the bottleneck and cannot, while
+    /// the clean image lies near a low-dimensional manifold and x_t reaches the velocity
+    /// untouched. Pixel-space demos predict the image.
+    Image,
 }
 
 impl Default for FlowConfig {
@@ -60,6 +81,8 @@ impl Default for FlowConfig {
             shift: 1.0,
             style_drop: 0.1,
             prompt_drop: 0.1,
+            prediction: Prediction::Velocity,
+            min_t: 0.05,
         }
     }
 }
@@ -82,6 +105,11 @@ impl FlowConfig {
             self.shift > 0.0 && self.shift.is_finite(),
             "shift",
             format!("{} must be a positive number (1 = no shift)", self.shift),
+        );
+        rules.need(
+            self.min_t > 0.0 && self.min_t < 1.0,
+            "min_t",
+            format!("{} must be in (0, 1)", self.min_t),
         );
         for (k, p) in [
             ("style_drop", self.style_drop),
@@ -141,6 +169,22 @@ pub fn noisy(x0: &Tensor, noise: &Tensor, t: &Tensor) -> Result<(Tensor, Tensor)
     let xt = (x0.broadcast_mul(&one_minus_t)? + noise.to_dtype(dtype)?.broadcast_mul(&t)?)?;
     let v = (noise.to_dtype(dtype)? - x0)?;
     Ok((xt, v))
+}
+
+/// The velocity the network's output `pred` stands for (see `Prediction`).
+/// pred, xt: (B, C, H, W); t: (B) -> (B, C, H, W).
+pub fn velocity(cfg: &FlowConfig, pred: Tensor, xt: &Tensor, t: &Tensor) -> Result<Tensor> {
+    match cfg.prediction {
+        Prediction::Velocity => Ok(pred),
+        Prediction::Image => {
+            let b = xt.dim(0)?;
+            let t = t
+                .to_dtype(xt.dtype())?
+                .clamp(cfg.min_t, f64::INFINITY)?
+                .reshape((b, 1, 1, 1))?;
+            Ok((xt - pred)?.broadcast_div(&t)?)
+        }
+    }
 }
 
 /// Label of the noise stream, so a seed used for noise and for something else (the
@@ -209,6 +253,39 @@ mod tests {
         assert!(e.to_string().contains("expected (3)"), "{e}");
         let other = Tensor::zeros((3, 2, 2, 1), candle_core::DType::F32, dev)?;
         assert!(noisy(&x0, &other, &t).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn dit_flow_an_exact_image_prediction_gives_the_exact_velocity() -> Result<()> {
+        let dev = &Device::Cpu;
+        let x0 = Tensor::arange(0f32, 16., dev)?
+            .reshape((2, 2, 2, 2))?
+            .cos()?;
+        let e = seeded_noise((2, 2, 2, 2), &[4, 5], dev)?;
+        let t = Tensor::new(&[0.3f32, 0.9], dev)?;
+        let (xt, target) = noisy(&x0, &e, &t)?;
+        let image = FlowConfig {
+            prediction: Prediction::Image,
+            ..FlowConfig::default()
+        };
+        let got = velocity(&image, x0.clone(), &xt, &t)?;
+        let err = v(&(got - &target)?)
+            .iter()
+            .fold(0f32, |m, d| m.max(d.abs()));
+        assert!(err < 1e-5, "{err}");
+        // Velocity prediction passes the output through.
+        let out = velocity(&FlowConfig::default(), x0.clone(), &xt, &t)?;
+        assert_eq!(v(&out), v(&x0));
+        // Near the data end the division stops at min_t.
+        let t0 = Tensor::new(&[0f32, 0.01], dev)?;
+        let (xt0, _) = noisy(&x0, &e, &t0)?;
+        let zero = x0.zeros_like()?;
+        let got = velocity(&image, zero, &xt0, &t0)?;
+        let err = v(&(got - (&xt0 / 0.05)?)?)
+            .iter()
+            .fold(0f32, |m, d| m.max(d.abs()));
+        assert!(err < 1e-5, "divided by min_t = 0.05: {err}");
         Ok(())
     }
 

@@ -11,8 +11,11 @@
 //! mirrored tokens of an image, averaged over tokens and L2-normalised. (The eval issue's CSD
 //! descriptor joins it later.)
 
+use std::path::Path;
+
 use anyhow::Result;
 use candle_core::{Tensor, D};
+use image::RgbImage;
 use serde::Serialize;
 
 use super::dit_config::DitSampleConfig;
@@ -47,16 +50,17 @@ pub fn generate(
     };
     let mut velocity = |x: &Tensor, t: f64| -> Result<Tensor> {
         let tt = Tensor::new(vec![t as f32; b], x.device())?;
-        let cond = parts.dit.forward(x, &tt, &text, Some(&mask))?.detach();
+        let cond = parts.velocity(x, &tt, &text, &mask)?.detach();
         match &uncond {
             Some((ut, um)) => {
-                let u = parts.dit.forward(x, &tt, ut, Some(um))?.detach();
+                let u = parts.velocity(x, &tt, ut, um)?.detach();
                 guide(&cond, &u, &g)
             }
             None => Ok(cond),
         }
     };
-    euler(&mut velocity, noise, cfg.steps, cfg.shift)
+    let x = euler(&mut velocity, noise, cfg.steps, cfg.shift)?;
+    parts.to_images(&x)
 }
 
 /// One L2-normalised style vector per image: images (B, 3, S, S) -> (B, E).
@@ -72,42 +76,56 @@ pub fn style_vectors(parts: &DitParts, images: &Tensor) -> Result<Tensor> {
     Ok(e.broadcast_div(&(norm + 1e-12)?)?)
 }
 
-/// A contact sheet: one row per reference, the reference first, then its image for each
-/// prompt. refs (R, 3, S, S) and each of `per_prompt` (R, 3, S, S), normalised by
-/// `data.mean`/`data.std` (undone here).
+/// Images (B, 3, S, S) normalised by `data.mean`/`data.std` (undone here) -> B RGB images,
+/// values clamped to [0, 1].
+pub fn to_images(batch: &Tensor, data: &data::config::DataConfig) -> Result<Vec<RgbImage>> {
+    let (b, c, h, w) = batch.dims4()?;
+    if c != 3 {
+        anyhow::bail!("images have {c} channels, expected 3 (RGB)");
+    }
+    let flat: Vec<f32> = batch
+        .to_dtype(candle_core::DType::F32)?
+        .flatten_all()?
+        .to_vec1()?;
+    let plane = h * w;
+    Ok((0..b)
+        .map(|i| {
+            let img = &flat[i * 3 * plane..(i + 1) * 3 * plane];
+            RgbImage::from_fn(w as u32, h as u32, |x, y| {
+                let at = y as usize * w + x as usize;
+                let v = |ch: usize| {
+                    let f = img[ch * plane + at] * data.std[ch] + data.mean[ch];
+                    (f.clamp(0.0, 1.0) * 255.0).round() as u8
+                };
+                image::Rgb([v(0), v(1), v(2)])
+            })
+        })
+        .collect())
+}
+
+/// Writes a PNG, naming the file in errors.
+pub fn save_png(img: &RgbImage, path: &Path) -> Result<()> {
+    img.save(path)
+        .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
+}
+
+/// The style check's contact sheet: one row per reference, the reference first, then its
+/// image for each prompt. refs (R, 3, S, S) and each of `per_prompt` (R, 3, S, S),
+/// normalised as the loader does.
 pub fn write_grid(
-    path: &std::path::Path,
+    path: &Path,
     refs: &Tensor,
     per_prompt: &[Tensor],
     data: &data::config::DataConfig,
 ) -> Result<()> {
-    let (r, _, s, _) = refs.dims4()?;
-    let gap = 2usize;
-    let cols = 1 + per_prompt.len();
-    let (w, h) = (cols * (s + gap) + gap, r * (s + gap) + gap);
-    let mut sheet = image::RgbImage::from_pixel(w as u32, h as u32, image::Rgb([255, 255, 255]));
-    for (c, t) in std::iter::once(refs).chain(per_prompt).enumerate() {
-        let flat: Vec<f32> = t
-            .to_dtype(candle_core::DType::F32)?
-            .flatten_all()?
-            .to_vec1()?;
-        for i in 0..r {
-            for y in 0..s {
-                for x in 0..s {
-                    // (R, 3, S, S) row-major; undo the loader's normalisation.
-                    let v = |ch: usize| {
-                        let f = flat[((i * 3 + ch) * s + y) * s + x] * data.std[ch] + data.mean[ch];
-                        (f.clamp(0.0, 1.0) * 255.0).round() as u8
-                    };
-                    let (gx, gy) = (gap + c * (s + gap) + x, gap + i * (s + gap) + y);
-                    sheet.put_pixel(gx as u32, gy as u32, image::Rgb([v(0), v(1), v(2)]));
-                }
-            }
-        }
-    }
-    sheet
-        .save(path)
-        .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
+    let columns = std::iter::once(refs)
+        .chain(per_prompt)
+        .map(|t| to_images(t, data))
+        .collect::<Result<Vec<_>>>()?;
+    let rows: Vec<Vec<RgbImage>> = (0..refs.dim(0)?)
+        .map(|r| columns.iter().map(|c| c[r].clone()).collect())
+        .collect();
+    save_png(&data::preview::sheet(&rows), path)
 }
 
 /// Matched and mismatched style similarity of generated images.

@@ -8,20 +8,24 @@
 //! The frozen codebook is not saved: the config names its checkpoint.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 
 use super::codebook_parts::CodebookParts;
+use super::dit_flow::{velocity, FlowConfig};
 use super::dit_text::{Encoded, PromptTemplate};
 use crate::config::load_stage_text;
 use crate::config::stages::{CodebookConfig, DitConfig};
 use crate::models::mmdit::{self, Mmdit};
 use crate::models::qwen2;
 use crate::models::style_text::StyleTextEncoder;
+use crate::models::vae::Vae;
 use crate::models::varmap_from;
 use crate::train::checkpoint::{self, restore};
+use data::config::DataConfig;
 
 /// Checkpoint prefixes.
 pub const DIT: &str = "dit";
@@ -37,12 +41,29 @@ pub struct DitParts {
     pub text: StyleTextEncoder,
     pub dit: Mmdit,
     pub template: PromptTemplate,
+    /// What the MMDiT's output stands for (`velocity` turns it into one).
+    pub flow: FlowConfig,
+    /// The frozen autoencoder of a latent-space config (None: pixel space).
+    pub vae: Option<Vae>,
+    /// The loader's normalisation, undone before the VAE sees an image.
+    data: DataConfig,
     /// Every trainable variable under its checkpoint name.
     varmap: VarMap,
 }
 
+/// A trained DiT checkpoint loaded for sampling.
+pub struct LoadedDit {
+    pub parts: DitParts,
+    /// The checkpoint's resolved config (with `codebook` as actually loaded).
+    pub config: DitConfig,
+    pub checkpoint: PathBuf,
+    pub step: u64,
+    /// Whether the MMDiT runs on the checkpoint's EMA weights.
+    pub ema: bool,
+}
+
 /// The stage-1 checkpoint `path` names and its config.
-pub fn load_codebook(path: &std::path::Path) -> Result<(CodebookParts, CodebookConfig)> {
+pub fn load_codebook(path: &Path) -> Result<(CodebookParts, CodebookConfig)> {
     let dir = checkpoint::checkpoint_dir(path).context("the `codebook` checkpoint")?;
     let ck = checkpoint::load(&dir)?;
     let cfg: CodebookConfig =
@@ -87,17 +108,51 @@ pub fn resolve(cfg: &DitConfig, datasets: &[&data::Dataset]) -> Result<DitConfig
 }
 
 impl DitParts {
+    /// Loads a DiT checkpoint (`step-N`, `final`, or a run folder: its `latest`) for
+    /// sampling. `codebook` replaces the stage-1 checkpoint the config names (same width and
+    /// image size, or `build` refuses it); `ema` runs the MMDiT on the EMA weights where the
+    /// checkpoint has them.
+    pub fn load(path: &Path, codebook: Option<&Path>, ema: bool) -> Result<LoadedDit> {
+        let dir = checkpoint::checkpoint_dir(path).context("the DiT checkpoint")?;
+        let ck = checkpoint::load(&dir)?;
+        let mut config: DitConfig =
+            load_stage_text(&ck.config_yaml, &dir.join("config.yaml"), "dit")
+                .map_err(|p| anyhow::anyhow!("{p}"))?;
+        if let Some(cb) = codebook {
+            config.codebook = cb.to_path_buf();
+        }
+        let mut model = ck.model;
+        let ema_prefix = format!("{EMA}.");
+        let averaged: Vec<(String, Tensor)> = model
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix(&ema_prefix)?.to_string(), v.clone())))
+            .collect();
+        let use_ema = ema && !averaged.is_empty();
+        if ema && !use_ema {
+            tracing::info!(
+                "{} has no EMA weights (ema_decay 0): sampling with the trained ones",
+                dir.display()
+            );
+        }
+        if use_ema {
+            model.extend(averaged);
+        }
+        let parts = Self::build(&config, Some(&model))
+            .with_context(|| format!("loading the DiT checkpoint {}", dir.display()))?;
+        Ok(LoadedDit {
+            parts,
+            config,
+            checkpoint: dir,
+            step: ck.step,
+            ema: use_ema,
+        })
+    }
+
     /// `cfg` resolved (LM vocabulary and context, DiT text width); fresh trainable weights
     /// from `train.seed`, or the `trained` tensors of a checkpoint.
     pub fn build(cfg: &DitConfig, trained: Option<&HashMap<String, Tensor>>) -> Result<Self> {
         let dev = Device::Cpu;
-        if cfg.model.in_channels != 3 {
-            bail!(
-                "model.in_channels {} means latent space, which needs a VAE: not implemented \
-                 yet (pixel-space configs use 3 channels)",
-                cfg.model.in_channels
-            );
-        }
+        let vae = space_of(cfg)?;
         let (codebook, cb_cfg) = load_codebook(&cfg.codebook)?;
         if cb_cfg.data.image_size != cfg.data.image_size {
             bail!(
@@ -161,6 +216,9 @@ impl DitParts {
             text,
             dit,
             template,
+            flow: cfg.flow.clone(),
+            vae,
+            data: cfg.data.clone(),
             varmap,
         })
     }
@@ -184,6 +242,36 @@ impl DitParts {
             .into_iter()
             .map(|(k, v)| (k, v.as_tensor().clone()))
             .collect()
+    }
+
+    /// The flow velocity at x_t: (B, C, H, W), t: (B), conditioning (text, mask) from
+    /// `condition` -> (B, C, H, W), whatever the MMDiT predicts (`flow.prediction`).
+    pub fn velocity(
+        &self,
+        xt: &Tensor,
+        t: &Tensor,
+        text: &Tensor,
+        mask: &Tensor,
+    ) -> Result<Tensor> {
+        let pred = self.dit.forward(xt, t, text, Some(mask))?;
+        velocity(&self.flow, pred, xt, t)
+    }
+
+    /// Loader images (B, 3, S, S) -> what the MMDiT denoises: the images themselves in pixel
+    /// space, the VAE's scaled latents (B, z, S/f, S/f) in latent space.
+    pub fn to_model_space(&self, images: &Tensor) -> Result<Tensor> {
+        match &self.vae {
+            None => Ok(images.clone()),
+            Some(vae) => vae.encode(&unit_range(images, &self.data, false)?),
+        }
+    }
+
+    /// The inverse of `to_model_space`: samples -> loader-normalised images (B, 3, S, S).
+    pub fn to_images(&self, x: &Tensor) -> Result<Tensor> {
+        match &self.vae {
+            None => Ok(x.clone()),
+            Some(vae) => unit_range(&vae.decode(x)?, &self.data, true),
+        }
     }
 
     /// Code indices of images (B, 3, S, S) under the frozen codebook -> (B, N) u32.
@@ -225,6 +313,52 @@ impl DitParts {
         let l = mask.dim(1)?;
         Ok((text, mask.narrow(1, prefix, l - prefix)?))
     }
+}
+
+/// The frozen VAE a latent-space config names, after checking that the DiT's input fits
+/// the space: 3 channels at the image size for pixels, the VAE's channels at the image size
+/// over its down-scaling for latents.
+fn space_of(cfg: &DitConfig) -> Result<Option<Vae>> {
+    let (m, size) = (&cfg.model, cfg.data.image_size as usize);
+    let Some(v) = &cfg.vae else {
+        if m.in_channels != 3 || m.sample_size != size {
+            bail!(
+                "model.in_channels {} and model.sample_size {} do not fit {size} px RGB pixels \
+                 (3 and {size}); latent space needs a `vae:` section",
+                m.in_channels,
+                m.sample_size
+            );
+        }
+        return Ok(None);
+    };
+    let f = v.downscale();
+    if m.in_channels != v.z_channels || m.sample_size * f != size {
+        bail!(
+            "model.in_channels {} and model.sample_size {} do not fit the VAE's latents of \
+             {size} px images ({} channels, side {size}/{f})",
+            m.in_channels,
+            m.sample_size,
+            v.z_channels
+        );
+    }
+    Ok(Some(Vae::load(v, &Device::Cpu)?))
+}
+
+/// Loader normalisation (x - mean) / std <-> the [-1, 1] range the VAE works in, per channel:
+/// images (B, 3, H, W) -> (B, 3, H, W); `inverse` goes from [-1, 1] back.
+fn unit_range(x: &Tensor, data: &DataConfig, inverse: bool) -> Result<Tensor> {
+    let dev = x.device();
+    let std = Tensor::new(&data.std, dev)?.reshape((1, 3, 1, 1))?;
+    let mean = Tensor::new(&data.mean, dev)?.reshape((1, 3, 1, 1))?;
+    // pixels in [0, 1] = x std + mean; the VAE's range = 2 pixels - 1.
+    Ok(if inverse {
+        let pixels = x.affine(0.5, 0.5)?;
+        pixels.broadcast_sub(&mean)?.broadcast_div(&std)?
+    } else {
+        x.broadcast_mul(&std)?
+            .broadcast_add(&mean)?
+            .affine(2.0, -1.0)?
+    })
 }
 
 /// `tensors` with `prefix.` before each name.

@@ -63,7 +63,6 @@ impl MmditConfig {
 
     /// The 2-core demo (configs/dit.yaml): 64 px RGB, patches of 8 (64 image tokens), 4
     /// blocks of width 128 with 4 heads of 32; the text width is the text encoder's.
-    #[allow(dead_code)] // for `trainer bench dit` and presets by name
     pub fn demo() -> Self {
         MmditConfig {
             patch_size: 8,
@@ -79,7 +78,6 @@ impl MmditConfig {
     /// Qwen-Image's transformer (`Qwen/Qwen-Image` transformer/config.json): 60 blocks of
     /// width 3072 (24 heads of 128), patches of 2 over 16-channel latents of 1024 px images
     /// (128 x 128), conditioned on Qwen2.5-VL-7B hidden states (3584).
-    #[allow(dead_code)] // for `trainer bench dit` and presets by name
     pub fn full() -> Self {
         MmditConfig {
             in_channels: 16,
@@ -96,7 +94,6 @@ impl MmditConfig {
     }
 
     /// A preset by name: `tiny`, `demo` or `full`.
-    #[allow(dead_code)] // for `trainer bench dit` and presets by name
     pub fn preset(name: &str) -> Result<Self> {
         Ok(match name {
             "tiny" => MmditConfig::tiny(),
