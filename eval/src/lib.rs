@@ -1,10 +1,14 @@
 //! Evaluation for cotyle (DESIGN.md, "Evaluation"). Holds the held-out-style retrieval
-//! metrics of the codebook stage ([`mod@retrieval`], issue 4); CSD style descriptors,
-//! code-to-style consistency and diversity, CLIP-T, quality, reports and grids arrive with
-//! issue 7. This crate depends on no training code: metrics take plain slices.
+//! metrics of the codebook stage ([`mod@retrieval`], issue 4) and the CSD style descriptor
+//! ([`mod@csd`]: CLIP ViT-L/14 without its projection plus style and content heads, its
+//! preprocessing, on the `kernels` ops so it stays trainable); code-to-style consistency and
+//! diversity, CLIP-T, quality, reports and grids arrive with issue 7. This crate depends on no
+//! training code: metrics take plain slices.
 
+pub mod csd;
 pub mod error;
 pub mod retrieval;
 
+pub use csd::{Csd, CsdConfig};
 pub use error::EvalError;
 pub use retrieval::{retrieval, Retrieval};
