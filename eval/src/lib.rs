@@ -1,14 +1,20 @@
 //! Evaluation for cotyle (DESIGN.md, "Evaluation"). Holds the held-out-style retrieval
 //! metrics of the codebook stage ([`mod@retrieval`], issue 4) and the CSD style descriptor
 //! ([`mod@csd`]: CLIP ViT-L/14 without its projection plus style and content heads, its
-//! preprocessing, on the `kernels` ops so it stays trainable); code-to-style consistency and
-//! diversity, CLIP-T, quality, reports and grids arrive with issue 7. This crate depends on no
-//! training code: metrics take plain slices.
+//! preprocessing, on the `kernels` ops so it stays trainable), and the style metrics of the
+//! paper's Table 1 ([`mod@style_metrics`]: code-to-style consistency and diversity, their
+//! margin, image-conditioned consistency and the matched / mismatched style gap); CLIP-T,
+//! quality, reports and grids arrive with issue 7. This crate depends on no training code:
+//! metrics take plain slices.
 
 pub mod csd;
 pub mod error;
 pub mod retrieval;
+pub mod style_metrics;
 
 pub use csd::{Csd, CsdConfig};
 pub use error::EvalError;
 pub use retrieval::{retrieval, Retrieval};
+pub use style_metrics::{
+    consistency, diversity, image_consistency, matched_mismatched, style_scores, StyleScores,
+};
