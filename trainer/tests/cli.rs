@@ -56,6 +56,28 @@ fn synth_threads(dir: &Path, seed: &str, threads: Option<&str>) {
     );
 }
 
+/// 6 + 3 styles x 4 images of 32 px: what the stage tests train on.
+fn synth_32px(out: &Path, seed: &str) {
+    let out = out.to_str().unwrap();
+    let (ok, _, err) = trainer(&[
+        "data",
+        "synth",
+        "--out",
+        out,
+        "--styles",
+        "6",
+        "--test-styles",
+        "3",
+        "--per-style",
+        "4",
+        "--size",
+        "32",
+        "--seed",
+        seed,
+    ]);
+    assert!(ok, "{err}");
+}
+
 #[test]
 fn synth_inspect_preview() {
     let dir = tempfile::tempdir().unwrap();
@@ -239,23 +261,7 @@ fn codebook_train_resume_eval_extract() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let data = d.join("synth");
-    let (ok, _, err) = trainer(&[
-        "data",
-        "synth",
-        "--out",
-        data.to_str().unwrap(),
-        "--styles",
-        "6",
-        "--test-styles",
-        "3",
-        "--per-style",
-        "4",
-        "--size",
-        "32",
-        "--seed",
-        "5",
-    ]);
-    assert!(ok, "{err}");
+    synth_32px(&data, "5");
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let config = root.join("configs/tiny/codebook.yaml");
     let sets = |steps: &str| {
@@ -368,23 +374,7 @@ fn stages_chain_into_generate() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let data = d.join("synth");
-    let (ok, _, err) = trainer(&[
-        "data",
-        "synth",
-        "--out",
-        data.to_str().unwrap(),
-        "--styles",
-        "6",
-        "--test-styles",
-        "3",
-        "--per-style",
-        "4",
-        "--size",
-        "32",
-        "--seed",
-        "8",
-    ]);
-    assert!(ok, "{err}");
+    synth_32px(&data, "8");
     let runs = d.join("runs");
     let common = |run: &str| {
         vec![

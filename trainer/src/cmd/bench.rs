@@ -177,3 +177,40 @@ pub fn peak_rss_mb() -> Option<f64> {
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
 }
+
+/// A PyTorch twin's figures: runs `python script ARGS... --json` and reads the one JSON object
+/// it prints; the error is why there are none (no torch, a failed run: its last stderr line).
+pub fn torch_twin(
+    python: &str,
+    script: &std::path::Path,
+    args: &[(&str, String)],
+) -> std::result::Result<TwinOutput, String> {
+    let mut cmd = std::process::Command::new(python);
+    cmd.arg(script);
+    for (flag, value) in args {
+        cmd.args([*flag, value.as_str()]);
+    }
+    let out = cmd
+        .arg("--json")
+        .output()
+        .map_err(|e| format!("cannot run {python}: {e}"))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(err.trim().lines().last().unwrap_or("failed").to_string());
+    }
+    let json = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("unreadable output from {}: {e}", script.display()))?;
+    Ok(TwinOutput(json))
+}
+
+/// What a PyTorch twin printed.
+pub struct TwinOutput(serde_json::Value);
+
+impl TwinOutput {
+    /// A number the twin reported, or an error naming the key.
+    pub fn number(&self, key: &str) -> std::result::Result<f64, String> {
+        self.0[key]
+            .as_f64()
+            .ok_or_else(|| format!("no `{key}` in the torch output"))
+    }
+}

@@ -9,7 +9,6 @@
 //! same thread count) and is run side by side when torch and transformers import.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{ensure, Result};
@@ -145,25 +144,17 @@ fn torch_rate(
     threads: usize,
 ) -> std::result::Result<Rate, String> {
     let config = cfg.to_hf_json().map_err(|e| e.to_string())?;
-    let out = Command::new(&a.python)
-        .arg(&a.torch_script)
-        .args(["--config-json", &config])
-        .args(["--batch", &batch.to_string(), "--len", &a.len.to_string()])
-        .args([
-            "--threads",
-            &threads.to_string(),
-            "--runs",
-            &a.runs.to_string(),
-        ])
-        .arg("--json")
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", a.python))?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        return Err(err.lines().last().unwrap_or("failed").to_string());
-    }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .map_err(|e| format!("unreadable output from {}: {e}", a.torch_script.display()))?;
-    let secs = v["secs"].as_f64().ok_or("no `secs` in the torch output")?;
+    let v = super::bench::torch_twin(
+        &a.python,
+        &a.torch_script,
+        &[
+            ("--config-json", config),
+            ("--batch", batch.to_string()),
+            ("--len", a.len.to_string()),
+            ("--threads", threads.to_string()),
+            ("--runs", a.runs.to_string()),
+        ],
+    )?;
+    let secs = v.number("secs")?;
     Ok(Rate::new(secs, batch, a.len))
 }

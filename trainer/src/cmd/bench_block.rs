@@ -13,7 +13,6 @@
 //! runs the identical block in PyTorch and is run side by side when torch imports.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{ensure, Result};
@@ -296,31 +295,21 @@ fn bench_build(a: &BenchBlockArgs, build: Build) -> Result<StepTimes> {
 
 /// The PyTorch twin's times, or why there are none.
 fn torch_times(a: &BenchBlockArgs, threads: usize) -> std::result::Result<StepTimes, String> {
-    let out = Command::new(&a.python)
-        .arg(&a.torch_script)
-        .args(["--batch", &a.batch.to_string(), "--seq", &a.seq.to_string()])
-        .args(["--dim", &a.dim.to_string(), "--heads", &a.heads.to_string()])
-        .args([
-            "--mlp",
-            &a.mlp.to_string(),
-            "--threads",
-            &threads.to_string(),
-        ])
-        .args([
-            "--runs",
-            &a.runs.to_string(),
-            "--warmup",
-            &a.warmup.to_string(),
-        ])
-        .arg("--json")
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", a.python))?;
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
-    }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .map_err(|e| format!("unreadable output from {}: {e}", a.torch_script.display()))?;
-    let f = |k: &str| v[k].as_f64().ok_or(format!("no `{k}` in the torch output"));
+    let v = super::bench::torch_twin(
+        &a.python,
+        &a.torch_script,
+        &[
+            ("--batch", a.batch.to_string()),
+            ("--seq", a.seq.to_string()),
+            ("--dim", a.dim.to_string()),
+            ("--heads", a.heads.to_string()),
+            ("--mlp", a.mlp.to_string()),
+            ("--threads", threads.to_string()),
+            ("--runs", a.runs.to_string()),
+            ("--warmup", a.warmup.to_string()),
+        ],
+    )?;
+    let f = |k: &str| v.number(k);
     Ok(StepTimes {
         fwd: f("fwd_ms")?,
         bwd: f("bwd_ms")?,

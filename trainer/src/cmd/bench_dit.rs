@@ -10,7 +10,6 @@
 //! is in the training log).
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{ensure, Result};
@@ -221,29 +220,21 @@ fn torch_figures(
     threads: usize,
 ) -> std::result::Result<Figures, String> {
     let config = serde_json::to_string(cfg).map_err(|e| e.to_string())?;
-    let out = Command::new(&a.python)
-        .arg(&a.torch_script)
-        .args(["--config-json", &config])
-        .args(["--batch", &a.batch.to_string()])
-        .args(["--text-len", &a.text_len.to_string()])
-        .args(["--threads", &threads.to_string()])
-        .args(["--runs", &a.runs.to_string()])
-        .args(["--sample-steps", &a.sample_steps.to_string()])
-        .args(["--sample-batch", &a.sample_batch.to_string()])
-        .args(["--guidance", &a.guidance.to_string()])
-        .arg("--json")
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", a.python))?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        return Err(err.lines().last().unwrap_or("failed").to_string());
-    }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .map_err(|e| format!("unreadable output from {}: {e}", a.torch_script.display()))?;
-    let field = |k: &str| {
-        v[k].as_f64()
-            .ok_or_else(|| format!("no `{k}` in the torch output"))
-    };
+    let v = super::bench::torch_twin(
+        &a.python,
+        &a.torch_script,
+        &[
+            ("--config-json", config),
+            ("--batch", a.batch.to_string()),
+            ("--text-len", a.text_len.to_string()),
+            ("--threads", threads.to_string()),
+            ("--runs", a.runs.to_string()),
+            ("--sample-steps", a.sample_steps.to_string()),
+            ("--sample-batch", a.sample_batch.to_string()),
+            ("--guidance", a.guidance.to_string()),
+        ],
+    )?;
+    let field = |k: &str| v.number(k);
     Ok(Figures {
         step_s: field("train_step_s")?,
         sample_s_per_image: field("sample_s_per_image")?,
