@@ -44,6 +44,8 @@ enum Command {
     SampleStyle(cmd::sample_style::SampleStyleArgs),
     /// Images from style codes or reference images through the three trained stages.
     Generate(cmd::generate::GenerateArgs),
+    /// Evaluation; `eval train-descriptor` trains the offline style descriptor.
+    Eval(cmd::eval::EvalArgs),
     /// Benchmarks (speed is measured here, never asserted in tests).
     #[command(subcommand)]
     Bench(cmd::bench::BenchCommand),
@@ -62,6 +64,7 @@ fn main() -> std::process::ExitCode {
         Command::Ar(a) => cmd::ar::run(a),
         Command::SampleStyle(a) => cmd::sample_style::run(a),
         Command::Generate(a) => cmd::generate::run(a),
+        Command::Eval(a) => cmd::eval::run(a),
         Command::Bench(c) => cmd::bench::run(c),
     };
     match result {

@@ -6,7 +6,7 @@ use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 
 use crate::config::stages::{
-    ArConfig, CodebookConfig, DitConfig, PipelineConfig, SynthStageConfig,
+    ArConfig, CodebookConfig, DescriptorConfig, DitConfig, PipelineConfig, SynthStageConfig,
 };
 use crate::config::tree::Node;
 use crate::config::{load_tree, take_stage, to_yaml, Config, Problems};
@@ -61,6 +61,7 @@ pub fn resolve(args: &ConfigArgs) -> Result<(String, String), Problems> {
         "ar" => yaml::<ArConfig>(&mut tree, &args.sets),
         "synth" => yaml::<SynthStageConfig>(&mut tree, &args.sets),
         "pipeline" => yaml::<PipelineConfig>(&mut tree, &args.sets),
+        "descriptor" => yaml::<DescriptorConfig>(&mut tree, &args.sets),
         other => unreachable!("take_stage accepts only known stages, got {other}"),
     }?;
     Ok((stage, text))

@@ -16,6 +16,7 @@ pub mod codebook;
 pub mod config;
 pub mod data;
 pub mod dit;
+pub mod eval;
 pub mod extract;
 pub mod generate;
 pub mod sample_style;

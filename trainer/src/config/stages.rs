@@ -7,7 +7,8 @@
 //!
 //! Each stage has `data` and `train` sections; the codebook stage adds `encoder`, `codebook`,
 //! `loss` and `eval`, the AR stage `model` and `sample` (defined beside their code); the DiT
-//! sections arrive with that stage.
+//! sections arrive with that stage. The offline descriptor (`descriptor`) adds `model`,
+//! `synth`, `loss` and `eval`.
 
 use serde::{Deserialize, Serialize};
 
@@ -23,6 +24,7 @@ use crate::sample::SamplingConfig;
 use crate::stages::ar_data::IndexDataConfig;
 use crate::stages::codebook_config::{EncoderConfig, RetrievalEvalConfig};
 use crate::stages::codebook_loss::LossConfig;
+use crate::stages::descriptor_config::DescriptorLossConfig;
 use crate::stages::dit_config::{DitSampleConfig, TextBranchConfig};
 use crate::stages::dit_flow::FlowConfig;
 use crate::train::TrainConfig;
@@ -89,6 +91,24 @@ pub struct ArConfig {
     pub sample: SamplingConfig,
 }
 
+/// The offline style descriptor of the evaluation (issue 7, item 2; `trainer eval
+/// train-descriptor`): a small CSD (`eval::csd`) trained with a supervised-contrastive style
+/// loss on synthetic styles disjoint from every stage's. Defaults and rules live in
+/// `stages/descriptor_config.rs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DescriptorConfig {
+    /// `root` empty (the default): the command synthesises `synth` into `RUN/synth`.
+    pub data: DataConfig,
+    pub train: TrainConfig,
+    /// The descriptor's shape (CSD's layout, small).
+    pub model: eval::CsdConfig,
+    /// The synthetic styles it learns from (`first_style` far from every stage's ids).
+    pub synth: SynthConfig,
+    pub loss: DescriptorLossConfig,
+    pub eval: RetrievalEvalConfig,
+}
+
 /// `trainer data synth` from a file instead of flags.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -145,6 +165,12 @@ impl Validate for ArConfig {
         out.extend(self.sample.problems("sample"));
     }
 }
+impl Validate for DescriptorConfig {
+    fn validate(&self, out: &mut Vec<(String, String)>) {
+        common(&self.data, &self.train, out);
+        out.extend(self.problems());
+    }
+}
 impl Validate for SynthStageConfig {
     fn validate(&self, out: &mut Vec<(String, String)>) {
         out.extend(
@@ -194,4 +220,4 @@ impl Validate for PipelineConfig {
 }
 
 /// Every stage a config file can name.
-pub const STAGES: &[&str] = &["codebook", "dit", "ar", "synth", "pipeline"];
+pub const STAGES: &[&str] = &["codebook", "dit", "ar", "synth", "pipeline", "descriptor"];

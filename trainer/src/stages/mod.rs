@@ -12,6 +12,10 @@
 //!   from style indices and the held-out style check, [`dit_config`] its config sections.
 //! - [`ar`]: stage 3, the style generator loop; [`ar_data`] its index batches,
 //!   [`ar_sample`] code -> index sequence with the KV cache.
+//! - [`descriptor`]: the offline style descriptor of the evaluation (a small CSD trained
+//!   with a supervised-contrastive style loss on disjoint synthetic styles);
+//!   [`descriptor_data`] its data (synthesis, K styles x M images batches, the held-out
+//!   set), [`descriptor_config`] its config.
 
 pub mod ar;
 pub mod ar_data;
@@ -22,6 +26,9 @@ pub mod codebook_eval;
 pub mod codebook_extract;
 pub mod codebook_loss;
 pub mod codebook_parts;
+pub mod descriptor;
+pub mod descriptor_config;
+pub mod descriptor_data;
 pub mod dit;
 pub mod dit_config;
 pub mod dit_flow;
