@@ -350,10 +350,14 @@ fn codebook_train_resume_eval_extract() {
     assert!(ok, "{err}");
 }
 
+/// The repository root.
+fn root_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
 /// `trainer <stage> --config <configs/tiny/STAGE.yaml> --set ...` from the repository root.
 fn stage(name: &str, sets: &[String]) -> (bool, String, String) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let config = root.join(format!("configs/tiny/{name}.yaml"));
+    let config = root_dir().join(format!("configs/tiny/{name}.yaml"));
     let mut args = vec![
         name.to_string(),
         "--config".into(),
@@ -443,6 +447,10 @@ fn stages_chain_into_generate() {
     })
     .save(&reference)
     .unwrap();
+    let reference2 = d.join("other.png");
+    image::RgbImage::from_fn(32, 32, |x, y| image::Rgb([200, (x * y) as u8, 30]))
+        .save(&reference2)
+        .unwrap();
     let generate = |out: &Path, extra: &[&str]| {
         let mut args = vec![
             "generate",
@@ -454,6 +462,8 @@ fn stages_chain_into_generate() {
             "7",
             "--style-image",
             reference.to_str().unwrap(),
+            "--style-image",
+            reference2.to_str().unwrap(),
             "--prompt",
             "a red star",
             "--prompt",
@@ -470,7 +480,7 @@ fn stages_chain_into_generate() {
     let (a, b) = (d.join("gen-a"), d.join("gen-b"));
     let (ok, out, err) = generate(&a, &[]);
     assert!(ok, "{err}");
-    assert!(out.contains("6 images (3 styles x 2 prompts)"), "{out}");
+    assert!(out.contains("8 images (4 styles x 2 prompts)"), "{out}");
     let files = [
         "code-1234_p0.png",
         "code-1234_p1.png",
@@ -478,17 +488,19 @@ fn stages_chain_into_generate() {
         "code-7_p1.png",
         "ref0-my_ref_p0.png",
         "ref0-my_ref_p1.png",
+        "ref1-other_p0.png",
+        "ref1-other_p1.png",
     ];
     for f in files {
         let img = image::open(a.join(f)).unwrap();
         assert_eq!((img.width(), img.height()), (32, 32), "{f}");
     }
-    // Rows: two codes and a reference; columns: the reference (white for codes), 2 prompts.
+    // Rows: two codes and two references; columns: the reference (white for codes), 2 prompts.
     let grid = image::open(a.join("grid.png")).unwrap();
-    assert_eq!((grid.width(), grid.height()), (3 * 34 + 2, 3 * 34 + 2));
+    assert_eq!((grid.width(), grid.height()), (3 * 34 + 2, 4 * 34 + 2));
     let manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(a.join("generate.json")).unwrap()).unwrap();
-    assert_eq!(manifest["images"].as_array().unwrap().len(), 6);
+    assert_eq!(manifest["images"].as_array().unwrap().len(), 8);
     assert_eq!(manifest["styles"][0]["code"].as_u64(), Some(1234));
     assert_eq!(
         manifest["styles"][2]["indices"].as_array().unwrap().len(),
@@ -512,6 +524,51 @@ fn stages_chain_into_generate() {
         std::fs::read(b.join(files[0])).unwrap(),
         "another seed, another image"
     );
+
+    // Score the folder with a tiny offline descriptor: two codes and two references, two
+    // images each.
+    let desc_root = root_dir().join("configs/tiny/descriptor.yaml");
+    let (ok, out, err) = trainer(&[
+        "eval",
+        "train-descriptor",
+        "--config",
+        desc_root.to_str().unwrap(),
+        "--set",
+        &format!("train.out_dir={}", runs.display()),
+        "--set",
+        "train.run=desc",
+        "--set",
+        "train.steps=2",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("trained:"), "{out}");
+    let (ok, out, err) = trainer(&[
+        "eval",
+        "--metric",
+        "csd",
+        "--images",
+        a.to_str().unwrap(),
+        "--descriptor",
+        runs.join("desc").to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("offline descriptor")
+            && out.contains("codes: consistency")
+            && out.contains("references: to own reference"),
+        "{out}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(a.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["codes"]["codes"].as_u64(), Some(2));
+    assert_eq!(report["codes"]["images"].as_u64(), Some(4));
+    assert_eq!(report["references"]["references"].as_u64(), Some(2));
+    assert_eq!(report["references"]["images"].as_u64(), Some(4));
+    let (m, o) = (
+        report["references"]["matched"].as_f64().unwrap(),
+        report["references"]["mismatched"].as_f64().unwrap(),
+    );
+    assert!(m.abs() <= 1.0 + 1e-6 && o.abs() <= 1.0 + 1e-6, "{m} {o}");
 
     let long = runs.join("ar-long/final");
     let (ok, _, err) = generate(&b, &["--ar", long.to_str().unwrap()]);

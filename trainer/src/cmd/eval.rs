@@ -1,7 +1,9 @@
+//! `trainer eval --metric csd --images DIR [--csd F | --descriptor RUN]`: style scores of a
+//! folder `trainer generate` wrote (`stages/eval_images.rs`), into `DIR/report.json`.
 //! `trainer eval train-descriptor --config F [--set k=v ...] [--resume latest|PATH]`: train
 //! the offline style descriptor that evaluation uses when CSD weights are absent (issue 7,
-//! item 2; `stages/descriptor.rs`). The evaluation subcommands proper arrive with the rest
-//! of issue 7.
+//! item 2; `stages/descriptor.rs`). Generating with the paper's protocols, CLIP-T and quality
+//! arrive with the rest of issue 7.
 
 use std::path::PathBuf;
 
@@ -11,12 +13,26 @@ use clap::{Args, Subcommand};
 use crate::config::stages::DescriptorConfig;
 use crate::config::{load_stage, to_yaml};
 use crate::stages::descriptor::{self, DESCRIPTOR_DIR};
+use crate::stages::eval_images;
 use crate::train::stop;
 
 #[derive(Args)]
 pub struct EvalArgs {
     #[command(subcommand)]
     sub: Option<EvalSub>,
+    /// The metric: `csd` (style consistency, diversity, reference similarity).
+    #[arg(long, default_value = "csd")]
+    metric: String,
+    /// A folder written by `trainer generate` (its `generate.json` lists the images).
+    #[arg(long)]
+    images: Option<PathBuf>,
+    /// CSD ViT-L/14 weights (safetensors from scripts/convert_csd.py); without them the
+    /// offline descriptor is used.
+    #[arg(long)]
+    csd: Option<PathBuf>,
+    /// The offline descriptor (a `trainer eval train-descriptor` run folder).
+    #[arg(long, default_value = "checkpoints/descriptor/demo")]
+    descriptor: PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -42,11 +58,58 @@ struct TrainDescriptorArgs {
 pub fn run(a: EvalArgs) -> Result<()> {
     match a.sub {
         Some(EvalSub::TrainDescriptor(t)) => train_descriptor(t),
-        None => bail!(
-            "`trainer eval` needs a subcommand; for now: `trainer eval train-descriptor --config \
-             configs/descriptor.yaml`"
-        ),
+        None => match &a.images {
+            Some(dir) => score_images(&a, dir),
+            None => bail!(
+                "give a folder to score (`trainer eval --metric csd --images DIR`, DIR written by \
+                 `trainer generate`) or `trainer eval train-descriptor --config \
+                 configs/descriptor.yaml`"
+            ),
+        },
     }
+}
+
+fn score_images(a: &EvalArgs, dir: &std::path::Path) -> Result<()> {
+    if a.metric != "csd" {
+        bail!(
+            "--metric {}: only `csd` is implemented so far (CLIP-T and quality come later)",
+            a.metric
+        );
+    }
+    let desc = eval_images::Descriptor::load(a.csd.as_deref(), &a.descriptor)?;
+    let s = eval_images::score_folder(dir, &desc)?;
+    println!("style descriptor: {}", s.descriptor);
+    if let Some(c) = &s.codes {
+        println!(
+            "codes: consistency {:.4}, diversity {:.4} (margin {:.4}; {} codes, {} images)",
+            c.consistency,
+            c.diversity,
+            c.margin(),
+            c.codes,
+            c.images
+        );
+    }
+    if let Some(r) = &s.references {
+        println!(
+            "references: to own reference {:.4}, to the others {:.4} (gap {:.4}; {} images, {} references)",
+            r.matched,
+            r.mismatched,
+            r.matched - r.mismatched,
+            r.images,
+            r.references
+        );
+    }
+    if s.codes.is_none() && s.references.is_none() {
+        bail!(
+            "{}: nothing to score: it needs 2 codes with 2 images each, or 2 references",
+            dir.display()
+        );
+    }
+    let out = dir.join("report.json");
+    std::fs::write(&out, serde_json::to_string_pretty(&s)? + "\n")
+        .map_err(|e| anyhow::anyhow!("writing {}: {e}", out.display()))?;
+    println!("report: {}", out.display());
+    Ok(())
 }
 
 fn train_descriptor(a: TrainDescriptorArgs) -> Result<()> {

@@ -36,3 +36,4 @@ pub mod dit_generate;
 pub mod dit_parts;
 pub mod dit_sample;
 pub mod dit_text;
+pub mod eval_images;

@@ -1,0 +1,182 @@
+//! Style scores of a folder that `trainer generate` wrote (issue 7, "scoring an existing
+//! folder of images"): its `generate.json` says which style row made each image and, for
+//! reference rows, which reference. Images from codes give code-to-style consistency and
+//! diversity (CoTyle, arXiv 2511.10555, Sec. 4.1; `eval::style_metrics`); images from
+//! references give image-conditioned consistency and the matched/mismatched style gap.
+//!
+//! Style embeddings come from CSD (`--csd`, the real weights converted by
+//! `scripts/convert_csd.py`) or, when those are absent, from the offline descriptor of
+//! `trainer eval train-descriptor`; the report names which.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device};
+use serde::Serialize;
+
+use eval::csd::{preprocess_batch, Csd, CsdConfig};
+use eval::{matched_mismatched, style_scores, StyleScores};
+
+use super::descriptor;
+
+/// Images embedded per forward.
+const BATCH: usize = 16;
+
+/// The style descriptor in use and what it is.
+pub struct Descriptor {
+    pub model: Csd,
+    /// For reports: "CSD ViT-L/14 (F)" or "offline descriptor (DIR, top-1 ...)".
+    pub name: String,
+}
+
+impl Descriptor {
+    /// CSD from `csd` (ViT-L/14 safetensors) if given, else the offline descriptor `offline`.
+    pub fn load(csd: Option<&Path>, offline: &Path) -> Result<Self> {
+        let dev = Device::Cpu;
+        if let Some(f) = csd {
+            let model = Csd::from_safetensors(&CsdConfig::vit_l14(), f, DType::F32, &dev)?;
+            return Ok(Descriptor {
+                model,
+                name: format!("CSD ViT-L/14 ({})", f.display()),
+            });
+        }
+        let (model, rec) = descriptor::load(offline, &dev).with_context(|| {
+            format!(
+                "no CSD weights given (--csd) and no offline descriptor at {}: train one with \
+                 `trainer eval train-descriptor --config configs/descriptor.yaml`",
+                offline.display()
+            )
+        })?;
+        Ok(Descriptor {
+            model,
+            name: format!(
+                "offline descriptor ({}; held-out top-1 {:.3}, mAP {:.3})",
+                offline.display(),
+                rec.trained.top1,
+                rec.trained.map
+            ),
+        })
+    }
+
+    /// L2-normalised style embeddings of image files, row-major (N, D), and D.
+    pub fn embed_files(&self, files: &[PathBuf]) -> Result<(Vec<f32>, usize)> {
+        let size = self.model.config().image_size;
+        let mut out = Vec::new();
+        for chunk in files.chunks(BATCH) {
+            let imgs = chunk
+                .iter()
+                .map(|f| {
+                    Ok(image::open(f)
+                        .with_context(|| format!("reading {}", f.display()))?
+                        .to_rgb8())
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let x = preprocess_batch(&imgs, size, self.model.device())?;
+            out.extend(self.model.style(&x)?.flatten_all()?.to_vec1::<f32>()?);
+        }
+        Ok((out, self.model.config().out_dim))
+    }
+}
+
+/// The scores of one generated folder.
+#[derive(Debug, Clone, Serialize)]
+pub struct FolderScores {
+    pub descriptor: String,
+    /// Over the rows made from codes (at least 2 codes of at least 2 images each).
+    pub codes: Option<StyleScores>,
+    /// Over the rows made from references (at least 2 references).
+    pub references: Option<ReferenceScores>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ReferenceScores {
+    /// Image-conditioned consistency: mean cosine of each image to its own reference.
+    pub matched: f64,
+    /// Mean cosine of each image to the other references.
+    pub mismatched: f64,
+    pub images: usize,
+    pub references: usize,
+}
+
+/// Scores the images `generate.json` in `dir` lists.
+pub fn score_folder(dir: &Path, desc: &Descriptor) -> Result<FolderScores> {
+    let path = dir.join("generate.json");
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "reading {}: --images takes a folder written by `trainer generate`",
+            path.display()
+        )
+    })?;
+    let m: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let (Some(styles), Some(images)) = (m["styles"].as_array(), m["images"].as_array()) else {
+        bail!("{} has no `styles` and `images` lists", path.display());
+    };
+    // Per image: its file and style row.
+    let mut rows_of = Vec::with_capacity(images.len());
+    for (i, im) in images.iter().enumerate() {
+        let (Some(file), Some(row)) = (im["file"].as_str(), im["row"].as_u64()) else {
+            bail!("{}: images[{i}] lacks `file` or `row`", path.display());
+        };
+        if row as usize >= styles.len() {
+            bail!(
+                "{}: images[{i}] names style row {row} of {}",
+                path.display(),
+                styles.len()
+            );
+        }
+        rows_of.push((dir.join(file), row as usize));
+    }
+    let is_code = |r: usize| styles[r].get("code").is_some();
+
+    let code_imgs: Vec<&(PathBuf, usize)> = rows_of.iter().filter(|(_, r)| is_code(*r)).collect();
+    let code_rows: std::collections::BTreeSet<usize> = code_imgs.iter().map(|(_, r)| *r).collect();
+    let codes = if code_rows.len() >= 2 && code_imgs.len() > code_rows.len() {
+        let files: Vec<PathBuf> = code_imgs.iter().map(|(f, _)| f.clone()).collect();
+        let labels: Vec<u32> = code_imgs.iter().map(|(_, r)| *r as u32).collect();
+        let (e, d) = desc.embed_files(&files)?;
+        Some(style_scores(&e, d, &labels)?)
+    } else {
+        None
+    };
+
+    let ref_rows: Vec<usize> = (0..styles.len()).filter(|&r| !is_code(r)).collect();
+    let references = if ref_rows.len() >= 2 {
+        let ref_files = ref_rows
+            .iter()
+            .map(|&r| {
+                styles[r]["reference"]
+                    .as_str()
+                    .map(PathBuf::from)
+                    .with_context(|| format!("{}: styles[{r}] has no reference", path.display()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let gen: Vec<&(PathBuf, usize)> = rows_of.iter().filter(|(_, r)| !is_code(*r)).collect();
+        let files: Vec<PathBuf> = gen.iter().map(|(f, _)| f.clone()).collect();
+        let owner: Vec<usize> = gen
+            .iter()
+            .map(|(_, r)| {
+                ref_rows
+                    .iter()
+                    .position(|x| x == r)
+                    .expect("a reference row")
+            })
+            .collect();
+        let (g, d) = desc.embed_files(&files)?;
+        let (r, _) = desc.embed_files(&ref_files)?;
+        let (matched, mismatched) = matched_mismatched(&g, &r, d, &owner)?;
+        Some(ReferenceScores {
+            matched,
+            mismatched,
+            images: files.len(),
+            references: ref_files.len(),
+        })
+    } else {
+        None
+    };
+    Ok(FolderScores {
+        descriptor: desc.name.clone(),
+        codes,
+        references,
+    })
+}
