@@ -570,6 +570,38 @@ fn stages_chain_into_generate() {
     );
     assert!(m.abs() <= 1.0 + 1e-6 && o.abs() <= 1.0 + 1e-6, "{m} {o}");
 
+    // The protocols of configs/tiny/eval.yaml through the same runs: report and grid.
+    let eval_out = d.join("eval");
+    let tiny_eval = root_dir().join("configs/tiny/eval.yaml");
+    let eval_sets = [
+        format!("pipeline.dit={}", runs.join("dit/final").display()),
+        format!("pipeline.ar={}", runs.join("ar/final").display()),
+        format!("data={}", data.display()),
+        format!("descriptor={}", runs.join("desc").display()),
+        format!("out_dir={}", eval_out.display()),
+    ];
+    let mut args = vec!["eval", "--config", tiny_eval.to_str().unwrap()];
+    for s in &eval_sets {
+        args.extend(["--set", s.as_str()]);
+    }
+    let (ok, out, err) = trainer(&args);
+    assert!(ok, "{err}");
+    assert!(out.contains("| code-to-style consistency |"), "{out}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(eval_out.join("report.json")).unwrap())
+            .unwrap();
+    assert_eq!(report["scores"]["codes"]["images"].as_u64(), Some(8));
+    // 3 held-out styles: one reference of each, then a second of the first.
+    assert_eq!(
+        report["scores"]["references"]["references"].as_u64(),
+        Some(4)
+    );
+    assert_eq!(
+        report["without_suppression"]["codes"]["codes"].as_u64(),
+        Some(4)
+    );
+    assert!(eval_out.join("report.md").is_file() && eval_out.join("grid.png").is_file());
+
     let long = runs.join("ar-long/final");
     let (ok, _, err) = generate(&b, &["--ar", long.to_str().unwrap()]);
     assert!(

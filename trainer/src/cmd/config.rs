@@ -61,6 +61,7 @@ pub fn resolve(args: &ConfigArgs) -> Result<(String, String), Problems> {
         "ar" => yaml::<ArConfig>(&mut tree, &args.sets),
         "synth" => yaml::<SynthStageConfig>(&mut tree, &args.sets),
         "pipeline" => yaml::<PipelineConfig>(&mut tree, &args.sets),
+        "eval" => yaml::<crate::stages::eval_protocol::EvalConfig>(&mut tree, &args.sets),
         "descriptor" => yaml::<DescriptorConfig>(&mut tree, &args.sets),
         other => unreachable!("take_stage accepts only known stages, got {other}"),
     }?;

@@ -14,12 +14,20 @@ use crate::config::stages::DescriptorConfig;
 use crate::config::{load_stage, to_yaml};
 use crate::stages::descriptor::{self, DESCRIPTOR_DIR};
 use crate::stages::eval_images;
+use crate::stages::eval_protocol::{self, EvalConfig};
 use crate::train::stop;
 
 #[derive(Args)]
 pub struct EvalArgs {
     #[command(subcommand)]
     sub: Option<EvalSub>,
+    /// Run the paper's protocols through the pipeline (YAML with `stage: eval`), e.g.
+    /// configs/eval.yaml.
+    #[arg(long, conflicts_with = "images")]
+    config: Option<PathBuf>,
+    /// Override a key of --config: `--set codes=500` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
     /// The metric: `csd` (style consistency, diversity, reference similarity).
     #[arg(long, default_value = "csd")]
     metric: String,
@@ -58,15 +66,39 @@ struct TrainDescriptorArgs {
 pub fn run(a: EvalArgs) -> Result<()> {
     match a.sub {
         Some(EvalSub::TrainDescriptor(t)) => train_descriptor(t),
-        None => match &a.images {
-            Some(dir) => score_images(&a, dir),
-            None => bail!(
-                "give a folder to score (`trainer eval --metric csd --images DIR`, DIR written by \
+        None => match (&a.images, &a.config) {
+            (_, Some(config)) => protocols(&a, config),
+            (Some(dir), None) => score_images(&a, dir),
+            (None, None) => bail!(
+                "give a config (`trainer eval --config configs/eval.yaml`), a folder to score (`trainer eval --metric csd --images DIR`, DIR written by \
                  `trainer generate`) or `trainer eval train-descriptor --config \
                  configs/descriptor.yaml`"
             ),
         },
     }
+}
+
+fn protocols(a: &EvalArgs, config: &std::path::Path) -> Result<()> {
+    if a.metric != "csd" {
+        bail!(
+            "--metric {}: only `csd` is implemented so far (CLIP-T and quality come later)",
+            a.metric
+        );
+    }
+    let cfg: EvalConfig =
+        load_stage(config, "eval", &a.sets).map_err(|p| anyhow::anyhow!("{p}"))?;
+    let report = eval_protocol::run(&cfg)?;
+    print!(
+        "{}",
+        std::fs::read_to_string(cfg.out_dir.join("report.md")).unwrap_or_default()
+    );
+    println!(
+        "reports: {} and report.md; grid: {}; {:.0} s",
+        cfg.out_dir.join("report.json").display(),
+        cfg.out_dir.join("grid.png").display(),
+        report.seconds
+    );
+    Ok(())
 }
 
 fn score_images(a: &EvalArgs, dir: &std::path::Path) -> Result<()> {

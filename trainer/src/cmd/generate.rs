@@ -17,7 +17,8 @@ use image::RgbImage;
 
 use crate::config::load_stage;
 use crate::config::stages::PipelineConfig;
-use crate::sample::pipeline::Pipeline;
+use crate::sample::folder::write_folder;
+use crate::sample::pipeline::{Job, Pipeline};
 use crate::stages::dit_generate::{save_png, to_images};
 
 #[derive(Args)]
@@ -167,56 +168,37 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     }
     let idx = Tensor::cat(&idx_rows, 0)?;
 
-    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let prompt_refs: Vec<&str> = prompts.iter().map(String::as_str).collect();
+    let jobs: Vec<Job> = (0..names.len())
+        .flat_map(|row| {
+            prompt_refs.iter().enumerate().map(move |(c, p)| Job {
+                row,
+                prompt: p,
+                seed: data::rng::mix(a.seed, c as u64),
+            })
+        })
+        .collect();
     let started = std::time::Instant::now();
-    let images = pipe.images(
-        &idx,
-        &prompt_refs,
-        a.seed,
-        &sample,
-        a.batch,
-        |done, total| {
-            eprint!("\r{done}/{total} images");
-        },
-    )?;
+    let images = pipe.render(&idx, &jobs, &sample, a.batch, |done, total| {
+        eprint!("\r{done}/{total} images");
+    })?;
     eprintln!();
     let secs = started.elapsed().as_secs_f64();
     let images = to_images(&images, &pipe.dit.config.data)?;
     let p = prompts.len();
-    let mut manifest_images = Vec::new();
-    for (k, img) in images.iter().enumerate() {
-        let (r, c) = (k / p, k % p);
-        let file = format!("{}_p{c}.png", names[r]);
-        save_png(img, &a.out.join(&file))?;
-        manifest_images.push(serde_json::json!({
-            "file": file,
-            "row": r,
-            "prompt": prompts[c],
-            "seed": data::rng::mix(a.seed, c as u64),
-        }));
-    }
-    let ar = pipe.styles.as_ref().map(
-        |g| serde_json::json!({"checkpoint": g.checkpoint, "step": g.step, "sampling": g.sample}),
-    );
-    let manifest = serde_json::json!({
-        "program": "cotyle trainer generate",
-        "version": env!("CARGO_PKG_VERSION"),
-        "dit": {
-            "checkpoint": pipe.dit.checkpoint,
-            "step": pipe.dit.step,
-            "ema": pipe.dit.ema,
-            "codebook": pipe.dit.config.codebook,
-        },
-        "ar": ar,
-        "sample": sample,
-        "seed": a.seed,
-        "styles": rows,
-        "images": manifest_images,
-    });
-    let path = a.out.join("generate.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&manifest)? + "\n")
-        .with_context(|| format!("writing {}", path.display()))?;
+    let files: Vec<String> = (0..images.len())
+        .map(|k| format!("{}_p{}.png", names[k / p], k % p))
+        .collect();
+    write_folder(
+        &a.out,
+        "cotyle trainer generate",
+        &pipe,
+        &sample,
+        &rows,
+        &jobs,
+        &images,
+        &files,
+    )?;
     println!(
         "{} images ({} styles x {p} prompts) in {} ({:.2} s/image)",
         images.len(),

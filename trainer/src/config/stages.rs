@@ -220,4 +220,12 @@ impl Validate for PipelineConfig {
 }
 
 /// Every stage a config file can name.
-pub const STAGES: &[&str] = &["codebook", "dit", "ar", "synth", "pipeline", "descriptor"];
+pub const STAGES: &[&str] = &[
+    "codebook",
+    "dit",
+    "ar",
+    "synth",
+    "pipeline",
+    "descriptor",
+    "eval",
+];

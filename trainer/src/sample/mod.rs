@@ -14,6 +14,7 @@
 //! - interpolation samples each code's sequence alone, then takes each position from one of
 //!   them by weight (`interpolate`).
 
+pub mod folder;
 pub mod interpolate;
 pub mod logits;
 pub mod philox;

@@ -8,15 +8,14 @@
 //! sequence length than the codebook, a codebook of another width or image size than the
 //! DiT), naming both checkpoints.
 //!
-//! Noise: the image of row r and prompt c starts from the noise of seed `mix(seed, c)`, the
-//! same down a column, so the rows of a contact sheet differ by their style only.
+//! Noise: every image has its own seed (a `Job`); `trainer generate` uses `mix(seed, c)` for
+//! prompt c, the same down a column, so the rows of a contact sheet differ by style only.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 
-use data::rng::mix;
 use data::transform::Transform;
 
 use crate::config::stages::PipelineConfig;
@@ -92,41 +91,45 @@ impl Pipeline {
         self.dit.parts.style_indices(images)
     }
 
-    /// One image per (style row, prompt): idx (R, N) -> (R * P, 3, S, S), row-major (row r,
-    /// prompt c at r * P + c), at most `batch` images per sampler call; `progress` hears
-    /// (done, total) after each call.
-    pub fn images(
+    /// One image per job (a style row of idx (R, N), a prompt, a noise seed) -> (J, 3, S, S)
+    /// in job order, at most `batch` images per sampler call; `progress` hears (done, total)
+    /// after each call. An image depends on its job only, not on its batch.
+    pub fn render(
         &self,
         idx: &Tensor,
-        prompts: &[&str],
-        seed: u64,
+        jobs: &[Job],
         sample: &DitSampleConfig,
         batch: usize,
         mut progress: impl FnMut(usize, usize),
     ) -> Result<Tensor> {
-        let (rows, _) = idx.dims2()?;
-        let total = rows * prompts.len();
         let mut out = Vec::new();
-        let jobs: Vec<(usize, usize)> = (0..rows)
-            .flat_map(|r| (0..prompts.len()).map(move |c| (r, c)))
-            .collect();
+        let mut done = 0;
         for chunk in jobs.chunks(batch.max(1)) {
-            let at: Vec<u32> = chunk.iter().map(|&(r, _)| r as u32).collect();
+            let at: Vec<u32> = chunk.iter().map(|j| j.row as u32).collect();
             let at = Tensor::new(at.as_slice(), idx.device())?;
             let chunk_idx = idx.index_select(&at, 0)?;
-            let chunk_prompts: Vec<&str> = chunk.iter().map(|&(_, c)| prompts[c]).collect();
-            let seeds: Vec<u64> = chunk.iter().map(|&(_, c)| mix(seed, c as u64)).collect();
+            let prompts: Vec<&str> = chunk.iter().map(|j| j.prompt).collect();
+            let seeds: Vec<u64> = chunk.iter().map(|j| j.seed).collect();
             out.push(generate(
                 &self.dit.parts,
                 &chunk_idx,
-                &chunk_prompts,
+                &prompts,
                 &seeds,
                 sample,
             )?);
-            progress(out.iter().map(|t| t.dim(0).unwrap_or(0)).sum(), total);
+            done += chunk.len();
+            progress(done, jobs.len());
         }
         Ok(Tensor::cat(&out, 0)?)
     }
+}
+
+/// One image to draw: which style row, which prompt, which noise.
+#[derive(Debug, Clone, Copy)]
+pub struct Job<'a> {
+    pub row: usize,
+    pub prompt: &'a str,
+    pub seed: u64,
 }
 
 /// Refuses a style generator whose indices cannot be the DiT codebook's; warns when they were

@@ -37,3 +37,4 @@ pub mod dit_parts;
 pub mod dit_sample;
 pub mod dit_text;
 pub mod eval_images;
+pub mod eval_protocol;
