@@ -2,7 +2,7 @@
 # The README's first command: build cotyle and run the main job on the embedded default,
 # the synthetic paired-style dataset, on this machine's CPU. Outputs go to out/demo/
 # (git-ignored). The whole pipeline on tiny configs: synth -> codebook -> extract -> ar -> dit
-# -> generate (eval joins with its issue).
+# -> generate -> eval (descriptor training, the paper's protocols at tiny size, a report).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-out/demo}"
@@ -59,5 +59,14 @@ for f in "$out"/refs/*.png; do refs+=(--style-image "$f"); done
   --prompt "a large circle" --prompt "two stars and a small heart" \
   --out "$out/generate" --grid | tee -a "$out/dit.txt"
 
-echo "done: contact sheets $out/grid.png (data) and $out/generate/grid.png (generated);" \
-  "reports $out/inspect.txt, $out/codebook.txt, $out/ar.txt and $out/dit.txt"
+echo "== evaluation: offline style descriptor, then the protocols -> $out/eval"
+"$trainer" eval train-descriptor --config configs/descriptor.yaml \
+  --set "train.out_dir=$out/descriptor" --set train.run=demo | tee "$out/eval.txt"
+"$trainer" eval --config configs/tiny/eval.yaml --set "pipeline.dit=$out/dit/demo/final" \
+  --set "pipeline.ar=$out/ar/demo/final" --set "data=$out/synth" \
+  --set "descriptor=$out/descriptor/demo" --set "out_dir=$out/eval" \
+  --set codes=32 --set images_per_code=4 --set references=32 | tee -a "$out/eval.txt"
+
+echo "done: contact sheets $out/grid.png (data), $out/generate/grid.png (generated) and" \
+  "$out/eval/grid.png; report $out/eval/report.md; logs $out/inspect.txt, $out/codebook.txt," \
+  "$out/ar.txt, $out/dit.txt and $out/eval.txt"
