@@ -46,6 +46,8 @@ enum Command {
     Generate(cmd::generate::GenerateArgs),
     /// Evaluation; `eval train-descriptor` trains the offline style descriptor.
     Eval(cmd::eval::EvalArgs),
+    /// The whole system in one command: data, the three stages, descriptor, grid, report.
+    Pipeline(cmd::pipeline::PipelineArgs),
     /// Benchmarks (speed is measured here, never asserted in tests).
     #[command(subcommand)]
     Bench(cmd::bench::BenchCommand),
@@ -65,6 +67,7 @@ fn main() -> std::process::ExitCode {
         Command::SampleStyle(a) => cmd::sample_style::run(a),
         Command::Generate(a) => cmd::generate::run(a),
         Command::Eval(a) => cmd::eval::run(a),
+        Command::Pipeline(a) => cmd::pipeline::run(a),
         Command::Bench(c) => cmd::bench::run(c),
     };
     match result {

@@ -617,3 +617,86 @@ fn stages_chain_into_generate() {
     ]);
     assert!(!ok && err.contains("--prompt"), "{err}");
 }
+
+/// `trainer pipeline` end to end on the tiny configs (the DiT shortened), then again: every
+/// step is skipped; then with a changed AR config: only the AR and what reads it run again.
+#[test]
+fn pipeline_runs_every_step_once_and_reruns_only_what_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let root = root_dir();
+    let tiny = |name: &str, from: &str, to: &str| {
+        let text = std::fs::read_to_string(root.join(format!("configs/tiny/{name}.yaml"))).unwrap();
+        assert!(
+            text.contains(from),
+            "configs/tiny/{name}.yaml lost `{from}`"
+        );
+        let path = d.join(format!("{name}.yaml"));
+        std::fs::write(&path, text.replace(from, to)).unwrap();
+        path
+    };
+    let dit = tiny("dit", "steps: 600", "steps: 4");
+    // Tests run in trainer/: the tokenizer path of the config is relative to the root.
+    let tok = root.join("configs/tokenizers/synth.json");
+    let text = std::fs::read_to_string(&dit).unwrap();
+    let text = text.replace("configs/tokenizers/synth.json", tok.to_str().unwrap());
+    std::fs::write(&dit, text).unwrap();
+    let ar = tiny("ar", "steps: 60", "steps: 4");
+    let out = d.join("pl");
+    let run = |ar: &Path| {
+        let sets = [
+            format!("run.out={}", out.display()),
+            format!(
+                "run.synth={}",
+                root.join("configs/tiny/synth.yaml").display()
+            ),
+            format!(
+                "run.codebook={}",
+                root.join("configs/tiny/codebook.yaml").display()
+            ),
+            format!("run.ar={}", ar.display()),
+            format!("run.dit={}", dit.display()),
+            format!(
+                "run.descriptor={}",
+                root.join("configs/tiny/descriptor.yaml").display()
+            ),
+            format!("run.eval={}", root.join("configs/tiny/eval.yaml").display()),
+            format!("run.prompts=[a large circle]"),
+            format!("run.codes=[5, 6]"),
+        ];
+        let pipeline = root.join("configs/pipeline.yaml");
+        let mut args = vec!["pipeline", "--config", pipeline.to_str().unwrap()];
+        for s in &sets {
+            args.extend(["--set", s.as_str()]);
+        }
+        let (ok, stdout, err) = trainer(&args);
+        assert!(ok, "{err}");
+        stdout
+    };
+    let first = run(&ar);
+    assert!(first.contains("[8/8] eval: done in"), "{first}");
+    assert!(out.join("eval/report.md").is_file() && out.join("generate/grid.png").is_file());
+    let again = run(&ar);
+    assert_eq!(again.matches("done already").count(), 8, "{again}");
+    let ar2 = d.join("ar2.yaml");
+    std::fs::write(
+        &ar2,
+        std::fs::read_to_string(&ar)
+            .unwrap()
+            .replace("steps: 4", "steps: 3"),
+    )
+    .unwrap();
+    let changed = run(&ar2);
+    for skipped in ["synth", "codebook", "extract", "dit", "descriptor"] {
+        assert!(
+            changed.contains(&format!("] {skipped}: done already")),
+            "{changed}"
+        );
+    }
+    for rerun in ["ar", "generate", "eval"] {
+        assert!(
+            changed.contains(&format!("] {rerun}: done in")),
+            "{changed}"
+        );
+    }
+}

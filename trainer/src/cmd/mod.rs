@@ -19,6 +19,7 @@ pub mod dit;
 pub mod eval;
 pub mod extract;
 pub mod generate;
+pub mod pipeline;
 pub mod sample_style;
 
 /// `train.out_dir/train.run`; a run without a name gets one from the time. A resumed run

@@ -198,15 +198,56 @@ pub struct PipelineConfig {
     pub codebook: std::path::PathBuf,
     /// Sample with the DiT's EMA weights (where the checkpoint has them).
     pub ema: bool,
+    /// What `trainer pipeline` runs (`cmd/pipeline.rs`); `trainer generate` ignores it.
+    pub run: PipelineRunConfig,
+}
+
+/// `run:` the stage configs `trainer pipeline` chains and where it writes. Point `dit:` and
+/// `ar:` above at `OUT/runs/{dit,ar}/final` so `trainer generate` finds what it made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineRunConfig {
+    /// Everything goes under here: synth/, runs/{codebook,ar,dit,descriptor}, generate/, eval/.
+    pub out: std::path::PathBuf,
+    pub synth: std::path::PathBuf,
+    pub codebook: std::path::PathBuf,
+    pub ar: std::path::PathBuf,
+    pub dit: std::path::PathBuf,
+    pub descriptor: std::path::PathBuf,
+    pub eval: std::path::PathBuf,
+    /// Codes and prompts of the generated contact sheet.
+    pub codes: Vec<u64>,
+    pub prompts: Vec<String>,
+}
+
+impl Default for PipelineRunConfig {
+    fn default() -> Self {
+        PipelineRunConfig {
+            out: "out/pipeline".into(),
+            synth: "configs/synth.yaml".into(),
+            codebook: "configs/codebook.yaml".into(),
+            ar: "configs/ar.yaml".into(),
+            dit: "configs/dit.yaml".into(),
+            descriptor: "configs/descriptor.yaml".into(),
+            eval: "configs/eval.yaml".into(),
+            codes: vec![1234, 99, 7, 2024],
+            prompts: vec![
+                "a large circle".into(),
+                "two stars and a small heart".into(),
+                "a triangle above a square".into(),
+            ],
+        }
+    }
 }
 
 impl Default for PipelineConfig {
     fn default() -> Self {
         PipelineConfig {
-            dit: "checkpoints/dit/demo/final".into(),
-            ar: "checkpoints/ar/demo/final".into(),
+            dit: "out/pipeline/runs/dit/final".into(),
+            ar: "out/pipeline/runs/ar/final".into(),
             codebook: std::path::PathBuf::new(),
             ema: true,
+            run: PipelineRunConfig::default(),
         }
     }
 }

@@ -46,7 +46,7 @@ pub fn hf_init(
 }
 
 /// 64-bit FNV-1a of a name: a stable stream label (std's hasher may change between releases).
-fn fnv1a(s: &str) -> u64 {
+pub fn fnv1a(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
     })
