@@ -3,15 +3,18 @@
 //! ([`mod@csd`]: CLIP ViT-L/14 without its projection plus style and content heads, its
 //! preprocessing, on the `kernels` ops so it stays trainable), and the style metrics of the
 //! paper's Table 1 ([`mod@style_metrics`]: code-to-style consistency and diversity, their
-//! margin, image-conditioned consistency and the matched / mismatched style gap); CLIP-T,
-//! quality, reports and grids arrive with issue 7. This crate depends on no training code:
-//! metrics take plain slices.
+//! margin, image-conditioned consistency and the matched / mismatched style gap), and CLIP
+//! ([`mod@clip`]: a Hugging Face `CLIPModel` checkpoint, its image tower being the CSD ViT
+//! through one name table) for CLIP-T and a CLIP-IQA-style quality score; reports and grids
+//! arrive with issue 7. This crate depends on no training code: metrics take plain slices.
 
+pub mod clip;
 pub mod csd;
 pub mod error;
 pub mod retrieval;
 pub mod style_metrics;
 
+pub use clip::{Clip, ClipConfig, ClipModel, ClipTokenizer};
 pub use csd::{Csd, CsdConfig};
 pub use error::EvalError;
 pub use retrieval::{retrieval, Retrieval};
