@@ -661,8 +661,8 @@ fn pipeline_runs_every_step_once_and_reruns_only_what_changed() {
                 root.join("configs/tiny/descriptor.yaml").display()
             ),
             format!("run.eval={}", root.join("configs/tiny/eval.yaml").display()),
-            format!("run.prompts=[a large circle]"),
-            format!("run.codes=[5, 6]"),
+            "run.prompts=[a large circle]".to_string(),
+            "run.codes=[5, 6]".to_string(),
         ];
         let pipeline = root.join("configs/pipeline.yaml");
         let mut args = vec!["pipeline", "--config", pipeline.to_str().unwrap()];

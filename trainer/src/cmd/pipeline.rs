@@ -91,7 +91,7 @@ pub fn run(a: PipelineArgs) -> Result<()> {
     for pr in &r.prompts {
         generate.extend(["--prompt".to_string(), pr.clone()]);
     }
-    let steps = vec![
+    let steps = [
         Step {
             name: "synth",
             needs: &[],
