@@ -579,6 +579,9 @@ fn stages_chain_into_generate() {
         format!("data={}", data.display()),
         format!("descriptor={}", runs.join("desc").display()),
         format!("out_dir={}", eval_out.display()),
+        "codes=4".to_string(),
+        "images_per_code=2".to_string(),
+        "references=4".to_string(),
     ];
     let mut args = vec!["eval", "--config", tiny_eval.to_str().unwrap()];
     for s in &eval_sets {
