@@ -95,16 +95,7 @@ pub fn train(
             recent_z = Some(out.z.detach());
             state.cursor = batch.next;
         }
-        let lr = run.lr_at(step);
-        let rep = opt
-            .step(mb.grads(), lr, t.grad_clip)
-            .with_context(|| format!("optimiser step {step}"))?;
-        if step == start && !rep.no_grad.is_empty() {
-            tracing::warn!(
-                "no gradient reached {:?}: they stay as they are",
-                rep.no_grad
-            );
-        }
+        let (lr, rep) = run.update(step, start, &mut opt, mb.grads(), &[])?;
         state.usage.end_step();
         let reseeded = match &recent_z {
             Some(z) => state.usage.maybe_reinit(

@@ -277,16 +277,7 @@ pub fn train(
             mb.add(step, &loss, &[("loss", value)])?;
             state.batches += 1;
         }
-        let lr = run.lr_at(step);
-        let rep = opt
-            .step(mb.grads(), lr, t.grad_clip)
-            .with_context(|| format!("optimiser step {step}"))?;
-        if step == start && !rep.no_grad.is_empty() {
-            tracing::warn!(
-                "no gradient reached {:?}: they stay as they are",
-                rep.no_grad
-            );
-        }
+        let (lr, rep) = run.update(step, start, &mut opt, mb.grads(), &[])?;
         run.log(
             step,
             &[

@@ -181,6 +181,10 @@ pub fn train(
             style_gap: None,
         });
     }
+    let dead: Vec<String> = unused_params(&cfg.model)
+        .into_iter()
+        .map(|n| format!("{DIT}.{n}"))
+        .collect();
     for step in start..=t.steps {
         let mut mb = MicroBatches::new(t.grad_accum);
         for micro in 0..t.grad_accum as u64 {
@@ -205,22 +209,8 @@ pub fn train(
             mb.add(step, &loss, &[("loss", value)])?;
             state.cursor = batch.next;
         }
-        let lr = run.lr_at(step);
-        let rep = opt
-            .step(mb.grads(), lr, t.grad_clip)
-            .with_context(|| format!("optimiser step {step}"))?;
-        if step == start {
-            // The last block's text outputs cannot reach the loss (Qwen-Image discards them);
-            // any other tensor without a gradient is a bug worth a warning.
-            let dead: Vec<String> = unused_params(&cfg.model)
-                .into_iter()
-                .map(|n| format!("{DIT}.{n}"))
-                .collect();
-            let odd: Vec<&String> = rep.no_grad.iter().filter(|n| !dead.contains(n)).collect();
-            if !odd.is_empty() {
-                tracing::warn!("no gradient reached {odd:?}: they stay as they are");
-            }
-        }
+        // The last block's text outputs cannot reach the loss (Qwen-Image discards them).
+        let (lr, rep) = run.update(step, start, &mut opt, mb.grads(), &dead)?;
         if let Some(e) = ema.as_mut() {
             e.update(&parts.dit_vars(), step - 1)?;
         }

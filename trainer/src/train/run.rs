@@ -30,7 +30,7 @@ use serde::Serialize;
 
 use super::checkpoint::{self, Checkpoint};
 use super::metrics::Metrics;
-use super::optim::AdamW;
+use super::optim::{AdamW, StepReport};
 use super::progress::Progress;
 use super::schedule::Schedule;
 use super::TrainConfig;
@@ -119,6 +119,35 @@ impl Run {
             self.metrics.log(step, values)?;
         }
         Ok(())
+    }
+
+    /// The step's update: AdamW at the scheduled learning rate with `train.grad_clip`, and on
+    /// the run's first step a warning naming every parameter no gradient reached except the
+    /// `expected_dead` ones (candle drops gradients silently; such a parameter would stay at
+    /// its init). Returns the learning rate and the optimiser's report.
+    pub fn update(
+        &self,
+        step: u64,
+        first: u64,
+        opt: &mut AdamW,
+        grads: &GradStore,
+        expected_dead: &[String],
+    ) -> Result<(f64, StepReport)> {
+        let lr = self.lr_at(step);
+        let rep = opt
+            .step(grads, lr, self.t.grad_clip)
+            .with_context(|| format!("optimiser step {step}"))?;
+        if step == first {
+            let odd: Vec<&String> = rep
+                .no_grad
+                .iter()
+                .filter(|n| !expected_dead.contains(n))
+                .collect();
+            if !odd.is_empty() {
+                tracing::warn!("no gradient reached {odd:?}: they stay as they are");
+            }
+        }
+        Ok((lr, rep))
     }
 
     /// Whether a held-out evaluation is due after `step` (and at the last step).
