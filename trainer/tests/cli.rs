@@ -590,6 +590,10 @@ fn stages_chain_into_generate() {
     let (ok, out, err) = trainer(&args);
     assert!(ok, "{err}");
     assert!(out.contains("| code-to-style consistency |"), "{out}");
+    assert!(
+        out.contains("Skipped: clip-t: no CLIP weights given"),
+        "CLIP scores without weights are skipped by name: {out}"
+    );
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(eval_out.join("report.json")).unwrap())
             .unwrap();

@@ -28,9 +28,14 @@ pub struct EvalArgs {
     /// Override a key of --config: `--set codes=500` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     sets: Vec<String>,
-    /// The metric: `csd` (style consistency, diversity, reference similarity).
-    #[arg(long, default_value = "csd")]
-    metric: String,
+    /// What to score: `csd` (style consistency, diversity, reference similarity), `clip-t`,
+    /// `quality` or `all` (default: the config's `metric`, or `csd` for --images).
+    #[arg(long)]
+    metric: Option<String>,
+    /// CLIP ViT-L/14 for clip-t and quality (a folder with Hugging Face model.safetensors and
+    /// tokenizer.json); without it they are skipped with a message.
+    #[arg(long)]
+    clip: Option<PathBuf>,
     /// A folder written by `trainer generate` (its `generate.json` lists the images).
     #[arg(long)]
     images: Option<PathBuf>,
@@ -79,14 +84,14 @@ pub fn run(a: EvalArgs) -> Result<()> {
 }
 
 fn protocols(a: &EvalArgs, config: &std::path::Path) -> Result<()> {
-    if a.metric != "csd" {
-        bail!(
-            "--metric {}: only `csd` is implemented so far (CLIP-T and quality come later)",
-            a.metric
-        );
-    }
-    let cfg: EvalConfig =
+    let mut cfg: EvalConfig =
         load_stage(config, "eval", &a.sets).map_err(|p| anyhow::anyhow!("{p}"))?;
+    if let Some(m) = &a.metric {
+        cfg.metric = m.clone();
+    }
+    if let Some(c) = &a.clip {
+        cfg.clip = c.clone();
+    }
     let report = eval_protocol::run(&cfg)?;
     print!(
         "{}",
@@ -102,15 +107,31 @@ fn protocols(a: &EvalArgs, config: &std::path::Path) -> Result<()> {
 }
 
 fn score_images(a: &EvalArgs, dir: &std::path::Path) -> Result<()> {
-    if a.metric != "csd" {
-        bail!(
-            "--metric {}: only `csd` is implemented so far (CLIP-T and quality come later)",
-            a.metric
-        );
+    let metrics = eval_images::Metrics::parse(a.metric.as_deref().unwrap_or("csd"))?;
+    let desc = match metrics.csd {
+        true => Some(eval_images::Descriptor::load(
+            a.csd.as_deref(),
+            &a.descriptor,
+        )?),
+        false => None,
+    };
+    let clip = match metrics.needs_clip() {
+        true => eval_images::load_clip(a.clip.as_deref().unwrap_or(std::path::Path::new(""))),
+        false => Err(String::new()),
+    };
+    let s = eval_images::score_folder(dir, metrics, desc.as_ref(), &clip)?;
+    if metrics.csd {
+        println!("style descriptor: {}", s.descriptor);
     }
-    let desc = eval_images::Descriptor::load(a.csd.as_deref(), &a.descriptor)?;
-    let s = eval_images::score_folder(dir, &desc)?;
-    println!("style descriptor: {}", s.descriptor);
+    if let Some(v) = s.clip_t {
+        println!("CLIP-T: {v:.4}");
+    }
+    if let Some(v) = s.quality {
+        println!("quality: {v:.4}");
+    }
+    for why in &s.skipped {
+        println!("skipped {why}");
+    }
     if let Some(c) = &s.codes {
         println!(
             "codes: consistency {:.4}, diversity {:.4} (margin {:.4}; {} codes, {} images)",
@@ -131,7 +152,7 @@ fn score_images(a: &EvalArgs, dir: &std::path::Path) -> Result<()> {
             r.references
         );
     }
-    if s.codes.is_none() && s.references.is_none() {
+    if metrics.csd && s.codes.is_none() && s.references.is_none() {
         bail!(
             "{}: nothing to score: it needs 2 codes with 2 images each, or 2 references",
             dir.display()

@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use eval::csd::{preprocess_batch, Csd, CsdConfig};
 use eval::{matched_mismatched, style_scores, StyleScores};
+use eval::{Clip, ClipConfig};
 
 use super::descriptor;
 
@@ -78,10 +79,66 @@ impl Descriptor {
     }
 }
 
+/// Which scores to compute (`--metric csd|clip-t|quality|all`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Metrics {
+    pub csd: bool,
+    pub clip_t: bool,
+    pub quality: bool,
+}
+
+impl Metrics {
+    pub fn parse(s: &str) -> Result<Self> {
+        let (csd, clip_t, quality) = match s {
+            "csd" => (true, false, false),
+            "clip-t" => (false, true, false),
+            "quality" => (false, false, true),
+            "all" => (true, true, true),
+            other => bail!("--metric {other}: one of csd, clip-t, quality, all"),
+        };
+        Ok(Metrics {
+            csd,
+            clip_t,
+            quality,
+        })
+    }
+
+    pub fn needs_clip(&self) -> bool {
+        self.clip_t || self.quality
+    }
+}
+
+/// CLIP ViT-L/14 from `dir` (`model.safetensors`, `tokenizer.json`, Hugging Face layout), or
+/// why there is none (CLIP-T and quality are then skipped with that message).
+pub fn load_clip(dir: &Path) -> std::result::Result<Clip, String> {
+    if dir.as_os_str().is_empty() {
+        return Err(
+            "no CLIP weights given (`clip:` / --clip DIR with model.safetensors and \
+             tokenizer.json)"
+                .into(),
+        );
+    }
+    let (w, t) = (dir.join("model.safetensors"), dir.join("tokenizer.json"));
+    if !w.exists() || !t.exists() {
+        return Err(format!(
+            "{} lacks model.safetensors or tokenizer.json",
+            dir.display()
+        ));
+    }
+    Clip::load(&ClipConfig::vit_l14(), &w, &t, DType::F32, &Device::Cpu)
+        .map_err(|e| format!("loading CLIP from {}: {e:#}", dir.display()))
+}
+
 /// The scores of one generated folder.
 #[derive(Debug, Clone, Serialize)]
 pub struct FolderScores {
     pub descriptor: String,
+    /// Mean CLIP-T (cosine of CLIP image and prompt embeddings) over every image.
+    pub clip_t: Option<f64>,
+    /// Mean CLIP-IQA-style quality over every image.
+    pub quality: Option<f64>,
+    /// Scores asked for but skipped, and why.
+    pub skipped: Vec<String>,
     /// Over the rows made from codes (at least 2 codes of at least 2 images each).
     pub codes: Option<StyleScores>,
     /// Over the rows made from references (at least 2 references).
@@ -98,8 +155,14 @@ pub struct ReferenceScores {
     pub references: usize,
 }
 
-/// Scores the images `generate.json` in `dir` lists.
-pub fn score_folder(dir: &Path, desc: &Descriptor) -> Result<FolderScores> {
+/// Scores the images `generate.json` in `dir` lists: style scores with `desc`, CLIP-T and
+/// quality with `clip` (or the reason it is missing) as `metrics` asks.
+pub fn score_folder(
+    dir: &Path,
+    metrics: Metrics,
+    desc: Option<&Descriptor>,
+    clip: &std::result::Result<Clip, String>,
+) -> Result<FolderScores> {
     let path = dir.join("generate.json");
     let text = std::fs::read_to_string(&path).with_context(|| {
         format!(
@@ -128,6 +191,50 @@ pub fn score_folder(dir: &Path, desc: &Descriptor) -> Result<FolderScores> {
         rows_of.push((dir.join(file), row as usize));
     }
     let is_code = |r: usize| styles[r].get("code").is_some();
+    let mut skipped = Vec::new();
+    let (mut clip_t, mut quality) = (None, None);
+    if metrics.needs_clip() {
+        match clip {
+            Ok(c) => {
+                let imgs = rows_of
+                    .iter()
+                    .map(|(f, _)| {
+                        Ok(image::open(f)
+                            .with_context(|| format!("reading {}", f.display()))?
+                            .to_rgb8())
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                if metrics.clip_t {
+                    let prompts: Vec<&str> = images
+                        .iter()
+                        .map(|im| im["prompt"].as_str().unwrap_or(""))
+                        .collect();
+                    clip_t = Some(c.clip_t_mean(&imgs, &prompts)?);
+                }
+                if metrics.quality {
+                    let q = c.quality(&imgs)?;
+                    quality = Some(q.iter().sum::<f64>() / q.len().max(1) as f64);
+                }
+            }
+            Err(why) => {
+                for (on, name) in [(metrics.clip_t, "clip-t"), (metrics.quality, "quality")] {
+                    if on {
+                        skipped.push(format!("{name}: {why}"));
+                    }
+                }
+            }
+        }
+    }
+    let Some(desc) = desc.filter(|_| metrics.csd) else {
+        return Ok(FolderScores {
+            descriptor: String::new(),
+            clip_t,
+            quality,
+            skipped,
+            codes: None,
+            references: None,
+        });
+    };
 
     let code_imgs: Vec<&(PathBuf, usize)> = rows_of.iter().filter(|(_, r)| is_code(*r)).collect();
     let code_rows: std::collections::BTreeSet<usize> = code_imgs.iter().map(|(_, r)| *r).collect();
@@ -176,6 +283,9 @@ pub fn score_folder(dir: &Path, desc: &Descriptor) -> Result<FolderScores> {
     };
     Ok(FolderScores {
         descriptor: desc.name.clone(),
+        clip_t,
+        quality,
+        skipped,
         codes,
         references,
     })

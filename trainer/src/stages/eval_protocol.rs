@@ -23,7 +23,7 @@ use data::rng::mix;
 use data::Dataset;
 
 use super::dit_generate::{save_png, to_images};
-use super::eval_images::{score_folder, Descriptor, FolderScores};
+use super::eval_images::{load_clip, score_folder, Descriptor, FolderScores, Metrics};
 use crate::config::rules::Rules;
 use crate::config::stages::PipelineConfig;
 use crate::config::Validate;
@@ -48,8 +48,14 @@ pub struct EvalConfig {
     /// Also generate the codes without high-frequency suppression.
     pub ablate_suppression: bool,
     pub seed: u64,
+    /// What to score: csd (style scores), clip-t, quality, or all; a CLIP score without CLIP
+    /// weights is skipped with a message in the report.
+    pub metric: String,
     /// CSD ViT-L/14 weights (scripts/convert_csd.py); empty: the offline descriptor.
     pub csd: PathBuf,
+    /// CLIP ViT-L/14 (a folder with Hugging Face `model.safetensors` and `tokenizer.json`)
+    /// for CLIP-T and quality; empty: they are skipped.
+    pub clip: PathBuf,
     /// The offline descriptor (a `trainer eval train-descriptor` run).
     pub descriptor: PathBuf,
     /// Where the images and reports go.
@@ -70,7 +76,9 @@ impl Default for EvalConfig {
             references: 500,
             ablate_suppression: true,
             seed: 0,
+            metric: "all".into(),
             csd: PathBuf::new(),
+            clip: PathBuf::new(),
             descriptor: "checkpoints/descriptor/demo".into(),
             out_dir: "out/eval".into(),
             batch: 16,
@@ -100,6 +108,9 @@ impl Validate for EvalConfig {
             "0 (skip) or at least 2",
         );
         r.need(self.batch > 0, "batch", "must be at least 1");
+        if let Err(e) = Metrics::parse(&self.metric) {
+            r.need(false, "metric", e.to_string());
+        }
         out.extend(r.into_vec());
     }
 }
@@ -117,10 +128,18 @@ pub struct EvalReport {
 /// folders under `cfg.out_dir`.
 pub fn run(cfg: &EvalConfig) -> Result<EvalReport> {
     let started = std::time::Instant::now();
-    let desc = Descriptor::load(
-        (!cfg.csd.as_os_str().is_empty()).then_some(cfg.csd.as_path()),
-        &cfg.descriptor,
-    )?;
+    let metrics = Metrics::parse(&cfg.metric)?;
+    let desc = match metrics.csd {
+        true => Some(Descriptor::load(
+            (!cfg.csd.as_os_str().is_empty()).then_some(cfg.csd.as_path()),
+            &cfg.descriptor,
+        )?),
+        false => None,
+    };
+    let clip = match metrics.needs_clip() {
+        true => load_clip(&cfg.clip),
+        false => Err(String::new()),
+    };
     let ds = Dataset::open(&cfg.data, &cfg.split)?;
     let mut prompts: Vec<&str> = ds.items.iter().map(|i| i.prompt.as_str()).collect();
     prompts.sort_unstable();
@@ -135,7 +154,7 @@ pub fn run(cfg: &EvalConfig) -> Result<EvalReport> {
     let out = &cfg.out_dir;
     let main = out.join("images");
     generate_set(cfg, &ds, &prompts, true, &main)?;
-    let scores = score_folder(&main, &desc)?;
+    let scores = score_folder(&main, metrics, desc.as_ref(), &clip)?;
     let without_suppression = if cfg.ablate_suppression {
         let dir = out.join("images-no-suppression");
         let no_refs = EvalConfig {
@@ -143,7 +162,12 @@ pub fn run(cfg: &EvalConfig) -> Result<EvalReport> {
             ..cfg.clone()
         };
         generate_set(&no_refs, &ds, &prompts, false, &dir)?;
-        Some(score_folder(&dir, &desc)?)
+        let style_only = Metrics {
+            clip_t: false,
+            quality: false,
+            ..metrics
+        };
+        Some(score_folder(&dir, style_only, desc.as_ref(), &clip)?)
     } else {
         None
     };
@@ -322,6 +346,14 @@ fn markdown(cfg: &EvalConfig, r: &EvalReport) -> String {
         "| similarity to the other references | {} | - |\n",
         f(refs.map(|r| r.mismatched))
     );
+    s += &format!(
+        "| CLIP-T (prompt alignment) | {} | - |\n",
+        f(r.scores.clip_t)
+    );
+    s += &format!(
+        "| quality (CLIP-IQA style) | {} | - |\n",
+        f(r.scores.quality)
+    );
     if cfg.ablate_suppression {
         s += &format!(
             "| without suppression: consistency | {} | - |\n",
@@ -331,6 +363,9 @@ fn markdown(cfg: &EvalConfig, r: &EvalReport) -> String {
             "| without suppression: diversity | {} | 0.7488 |\n",
             f(off.map(|c| c.diversity))
         );
+    }
+    for why in &r.scores.skipped {
+        s += &format!("\nSkipped: {why}.\n");
     }
     s += &format!(
         "\nThe paper's figures use CSD on its own models and prompts; these use the descriptor \
