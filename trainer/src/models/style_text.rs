@@ -48,6 +48,25 @@ impl StyleTextEncoder {
         let t = h.dim(1)?;
         h.narrow(1, prefix, t - prefix)
     }
+
+    /// The ablation that skips the text branch for the style (`text.inject: direct`): the LM
+    /// reads the templated prompt with its placeholder tokens as they are, and the style
+    /// embeddings then replace its outputs at the placeholder positions, so they reach the DiT
+    /// untouched by the LM. Same shapes as `forward`.
+    pub fn forward_direct(
+        &self,
+        ids: &Tensor,
+        style: &Tensor,
+        style_at: usize,
+        prefix: usize,
+    ) -> Result<Tensor> {
+        if style_at < prefix {
+            bail!("placeholders at {style_at} lie inside the dropped prefix of {prefix} tokens");
+        }
+        let h = self.lm.hidden_states(&self.lm.embed_tokens(ids)?)?;
+        let t = h.dim(1)?;
+        scatter_styles(&h.narrow(1, prefix, t - prefix)?, style, style_at - prefix)
+    }
 }
 
 /// embeds (B, T, C) with rows `at..at + N` replaced by style (B, N, C) -> (B, T, C).
@@ -114,6 +133,36 @@ mod tests {
         }
         let err = scatter_styles(&e, &s, 6).unwrap_err().to_string();
         assert!(err.contains("placeholders 6..8"), "{err}");
+    }
+
+    #[test]
+    fn direct_injection_puts_the_raw_style_embeddings_in_the_output() {
+        let dev = Device::Cpu;
+        let vb = VarBuilder::from_tensors(init_tensors(&cfg(), 3).unwrap(), DType::F32, &dev);
+        let enc = StyleTextEncoder::new(&cfg(), vb).unwrap();
+        let style = Tensor::randn(0f32, 1.0, (1, 3, 32), &dev).unwrap();
+        let ids = Tensor::new(&[[1u32, 2, 5, 5, 5, 7, 9, 4]], &dev).unwrap();
+        let out = enc.forward_direct(&ids, &style, 2, 1).unwrap();
+        assert_eq!(out.dims(), [1, 7, 32]);
+        // Placeholders 2..5 of the prompt are output rows 1..4 once the prefix is dropped.
+        let got: Vec<Vec<f32>> = out
+            .get(0)
+            .unwrap()
+            .narrow(0, 1, 3)
+            .unwrap()
+            .to_vec2()
+            .unwrap();
+        assert_eq!(got, style.get(0).unwrap().to_vec2::<f32>().unwrap());
+        // The other rows do not see the style: another style changes only the placeholders.
+        let other = enc
+            .forward_direct(&ids, &style.zeros_like().unwrap(), 2, 1)
+            .unwrap();
+        let diff = (out - other).unwrap().abs().unwrap().sum(2).unwrap();
+        let diff: Vec<f32> = diff.get(0).unwrap().to_vec1().unwrap();
+        for (t, d) in diff.iter().enumerate() {
+            assert_eq!(*d > 0.0, (1..4).contains(&t), "row {t}: {d}");
+        }
+        assert!(enc.forward_direct(&ids, &style, 0, 1).is_err());
     }
 
     #[test]

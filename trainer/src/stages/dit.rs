@@ -400,6 +400,18 @@ mod tests {
     }
 
     #[test]
+    fn the_direct_injection_ablation_trains_and_samples() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = setup(dir.path());
+        cfg.text.inject = crate::stages::dit_config::StyleInjection::Direct;
+        cfg.train.steps = 2;
+        cfg.sample.steps = 2;
+        let done = train(&cfg, &dir.path().join("direct"), None, &|| false).unwrap();
+        let eval = done.last_eval.unwrap();
+        assert!(eval.loss.is_finite() && eval.style_gap.is_some());
+    }
+
+    #[test]
     fn latent_space_trains_and_samples_through_the_vae() {
         use crate::models::vae::VaeConfig;
         let dir = tempfile::tempdir().unwrap();

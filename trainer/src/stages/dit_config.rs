@@ -24,6 +24,21 @@ pub struct TextBranchConfig {
     pub weights: Vec<PathBuf>,
     /// The paper freezes the pretrained LM; from-scratch configs train it.
     pub trainable: bool,
+    /// How the style reaches the DiT: through the LM as image features (the paper), or
+    /// `direct`, beside the LM's prompt states (the ablation of the text-branch injection).
+    pub inject: StyleInjection,
+}
+
+/// `text.inject`: whether the style embeddings go through the language model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StyleInjection {
+    /// In place of the image-placeholder embeddings, read by the LM (CoTyle Sec. 3.2).
+    #[default]
+    TextBranch,
+    /// The LM reads the prompt alone; its outputs at the placeholders are replaced by the
+    /// style embeddings.
+    Direct,
 }
 
 impl Default for TextBranchConfig {
@@ -33,6 +48,7 @@ impl Default for TextBranchConfig {
             lm: Qwen2Config::tiny(),
             weights: Vec::new(),
             trainable: true,
+            inject: StyleInjection::TextBranch,
         }
     }
 }

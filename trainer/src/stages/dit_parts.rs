@@ -15,6 +15,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 
 use super::codebook_parts::CodebookParts;
+use super::dit_config::StyleInjection;
 use super::dit_flow::{velocity, FlowConfig};
 use super::dit_text::{Encoded, PromptTemplate};
 use crate::config::load_stage_text;
@@ -45,6 +46,8 @@ pub struct DitParts {
     pub flow: FlowConfig,
     /// The frozen autoencoder of a latent-space config (None: pixel space).
     pub vae: Option<Vae>,
+    /// How the style reaches the DiT (`text.inject`).
+    inject: StyleInjection,
     /// The loader's normalisation, undone before the VAE sees an image.
     data: DataConfig,
     /// Every trainable variable under its checkpoint name.
@@ -218,6 +221,7 @@ impl DitParts {
             template,
             flow: cfg.flow.clone(),
             vae,
+            inject: cfg.text.inject,
             data: cfg.data.clone(),
             varmap,
         })
@@ -309,7 +313,10 @@ impl DitParts {
             prefix,
         } = self.template.encode(prompts, style.device())?;
         debug_assert_eq!(style.dims(), [b, n, c]);
-        let text = self.text.forward(&ids, &style, style_at, prefix)?;
+        let text = match self.inject {
+            StyleInjection::TextBranch => self.text.forward(&ids, &style, style_at, prefix)?,
+            StyleInjection::Direct => self.text.forward_direct(&ids, &style, style_at, prefix)?,
+        };
         let l = mask.dim(1)?;
         Ok((text, mask.narrow(1, prefix, l - prefix)?))
     }
