@@ -22,9 +22,9 @@ echo "== config check"
 for c in configs/tiny/*.yaml; do "$trainer" config check --config "$c"; done
 
 echo "== the pipeline (configs/tiny/pipeline.yaml) -> $out"
+mkdir -p "$out"
 "$trainer" pipeline --config configs/tiny/pipeline.yaml --set "run.out=$out" \
-  --set "dit=$out/runs/dit/final" --set "ar=$out/runs/ar/final" | tee "$out.pipeline.txt"
-mv "$out.pipeline.txt" "$out/pipeline.txt"
+  --set "dit=$out/runs/dit/final" --set "ar=$out/runs/ar/final" | tee "$out/pipeline.txt"
 
 echo "== the data: inspection, contact sheet, loader throughput"
 "$trainer" data inspect "$out/synth" --decode 0 > "$out/inspect.txt"
