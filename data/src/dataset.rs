@@ -202,6 +202,23 @@ impl Dataset {
         Ok(wanted.into_iter().zip(bytes).collect())
     }
 
+    /// The decoded image of one item, reading only its row; errors name the item's file and
+    /// row.
+    pub fn image(&self, item: usize) -> Result<RgbImage, DataError> {
+        let it = self.items.get(item).ok_or_else(|| DataError::BadRow {
+            at: self.locate(item),
+            detail: "no such item".into(),
+        })?;
+        let (_, bytes) = self
+            .read_block_rows(it.block, &[it.offset])?
+            .pop()
+            .ok_or_else(|| DataError::BadRow {
+                at: self.locate(item),
+                detail: "its block returned no row".into(),
+            })?;
+        decode_rgb(&bytes?, &self.locate(item))
+    }
+
     /// Human location of an item for error messages: `"DIR/train-00000-of-00002.parquet row
     /// 17 column image"` (row within the shard) or the image path for folders.
     pub fn locate(&self, item: usize) -> String {

@@ -181,11 +181,7 @@ fn export(a: ExportArgs) -> Result<()> {
         .collect();
     for item in firsts {
         let it = &ds.items[item];
-        let (_, bytes) = ds
-            .read_block_rows(it.block, &[it.offset])?
-            .pop()
-            .context("the dataset returned no row")?;
-        let img = data::dataset::decode_rgb(&bytes?, &ds.locate(item))?;
+        let img = ds.image(item)?;
         let file = a.out.join(format!("{}-{item}.png", a.split));
         img.save(&file)
             .with_context(|| format!("writing {}", file.display()))?;

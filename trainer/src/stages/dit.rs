@@ -280,6 +280,7 @@ pub fn train(
 mod tests {
     use super::*;
     use crate::config::stages::CodebookConfig;
+    use crate::stages::dit_config::StyleInjection;
     use crate::stages::dit_text::word_tokenizer;
     use crate::train::checkpoint;
     use crate::train::run::testing::{assert_same_runs, stop_at};
@@ -403,7 +404,7 @@ mod tests {
     fn the_direct_injection_ablation_trains_and_samples() {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = setup(dir.path());
-        cfg.text.inject = crate::stages::dit_config::StyleInjection::Direct;
+        cfg.text.inject = StyleInjection::Direct;
         cfg.train.steps = 2;
         cfg.sample.steps = 2;
         let done = train(&cfg, &dir.path().join("direct"), None, &|| false).unwrap();
@@ -458,52 +459,56 @@ mod tests {
     }
 
     #[test]
-    fn gradients_reach_the_dit_and_the_trainable_lm() {
+    fn gradients_reach_the_dit_and_the_trainable_lm_with_either_injection() {
         let dir = tempfile::tempdir().unwrap();
-        let mut cfg = setup(dir.path());
-        cfg.model.zero_init = false; // adaLN-Zero gates would hold the blocks' gradients at 0
-        let ds = Dataset::open(&cfg.data.root, "train").unwrap();
-        let cfg = resolve(&cfg, &[&ds]).unwrap();
-        let parts = DitParts::build(&cfg, None).unwrap();
-        let img = |seed: u64| {
-            let v: Vec<f32> = {
-                let mut r = Rng::new(seed);
-                (0..2 * 3 * 32 * 32).map(|_| r.normal()).collect()
+        let mut base = setup(dir.path());
+        base.model.zero_init = false; // adaLN-Zero gates would hold the blocks' gradients at 0
+                                      // The paper's injection and the ablation: the LM trains either way.
+        for inject in [StyleInjection::TextBranch, StyleInjection::Direct] {
+            base.text.inject = inject;
+            let ds = Dataset::open(&base.data.root, "train").unwrap();
+            let cfg = resolve(&base, &[&ds]).unwrap();
+            let parts = DitParts::build(&cfg, None).unwrap();
+            let img = |seed: u64| {
+                let v: Vec<f32> = {
+                    let mut r = Rng::new(seed);
+                    (0..2 * 3 * 32 * 32).map(|_| r.normal()).collect()
+                };
+                Tensor::from_vec(v, (2, 3, 32, 32), &Device::Cpu).unwrap()
             };
-            Tensor::from_vec(v, (2, 3, 32, 32), &Device::Cpu).unwrap()
-        };
-        let mut rng = Rng::new(1);
-        let mut no_drop = cfg.clone();
-        (no_drop.flow.style_drop, no_drop.flow.prompt_drop) = (0.0, 0.0);
-        let loss = flow_loss(
-            &parts,
-            &no_drop,
-            &img(1),
-            &img(2),
-            &["a star", "two ovals"],
-            &mut rng,
-            9,
-        )
-        .unwrap();
-        let grads = loss.backward().unwrap();
-        let unused: Vec<String> = unused_params(&cfg.model)
-            .into_iter()
-            .map(|n| format!("dit.{n}"))
-            .collect();
-        for (name, var) in parts.named_vars() {
-            let g = grads.get(&var).map(|g| {
-                g.abs()
-                    .unwrap()
-                    .sum_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap()
-            });
-            if unused.contains(&name) {
-                continue;
+            let mut rng = Rng::new(1);
+            let mut no_drop = cfg.clone();
+            (no_drop.flow.style_drop, no_drop.flow.prompt_drop) = (0.0, 0.0);
+            let loss = flow_loss(
+                &parts,
+                &no_drop,
+                &img(1),
+                &img(2),
+                &["a star", "two ovals"],
+                &mut rng,
+                9,
+            )
+            .unwrap();
+            let grads = loss.backward().unwrap();
+            let unused: Vec<String> = unused_params(&cfg.model)
+                .into_iter()
+                .map(|n| format!("dit.{n}"))
+                .collect();
+            for (name, var) in parts.named_vars() {
+                let g = grads.get(&var).map(|g| {
+                    g.abs()
+                        .unwrap()
+                        .sum_all()
+                        .unwrap()
+                        .to_scalar::<f32>()
+                        .unwrap()
+                });
+                if unused.contains(&name) {
+                    continue;
+                }
+                let g = g.unwrap_or_else(|| panic!("{inject:?}: {name}: no gradient"));
+                assert!(g > 0.0 && g.is_finite(), "{inject:?}: {name}: {g}");
             }
-            let g = g.unwrap_or_else(|| panic!("{name}: no gradient"));
-            assert!(g > 0.0 && g.is_finite(), "{name}: {g}");
         }
     }
 }

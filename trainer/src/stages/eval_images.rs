@@ -64,14 +64,7 @@ impl Descriptor {
         let size = self.model.config().image_size;
         let mut out = Vec::new();
         for chunk in files.chunks(BATCH) {
-            let imgs = chunk
-                .iter()
-                .map(|f| {
-                    Ok(image::open(f)
-                        .with_context(|| format!("reading {}", f.display()))?
-                        .to_rgb8())
-                })
-                .collect::<Result<Vec<_>>>()?;
+            let imgs = open_images(chunk.iter())?;
             let x = preprocess_batch(&imgs, size, self.model.device())?;
             out.extend(self.model.style(&x)?.flatten_all()?.to_vec1::<f32>()?);
         }
@@ -127,6 +120,17 @@ pub fn load_clip(dir: &Path) -> std::result::Result<Clip, String> {
     }
     Clip::load(&ClipConfig::vit_l14(), &w, &t, DType::F32, &Device::Cpu)
         .map_err(|e| format!("loading CLIP from {}: {e:#}", dir.display()))
+}
+
+/// Image files as RGB, each error naming its file.
+fn open_images<'a>(files: impl Iterator<Item = &'a PathBuf>) -> Result<Vec<image::RgbImage>> {
+    files
+        .map(|f| {
+            Ok(image::open(f)
+                .with_context(|| format!("reading {}", f.display()))?
+                .to_rgb8())
+        })
+        .collect()
 }
 
 /// The scores of one generated folder.
@@ -196,14 +200,7 @@ pub fn score_folder(
     if metrics.needs_clip() {
         match clip {
             Ok(c) => {
-                let imgs = rows_of
-                    .iter()
-                    .map(|(f, _)| {
-                        Ok(image::open(f)
-                            .with_context(|| format!("reading {}", f.display()))?
-                            .to_rgb8())
-                    })
-                    .collect::<Result<Vec<_>>>()?;
+                let imgs = open_images(rows_of.iter().map(|(f, _)| f))?;
                 if metrics.clip_t {
                     let prompts: Vec<&str> = images
                         .iter()

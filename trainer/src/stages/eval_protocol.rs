@@ -244,11 +244,7 @@ fn generate_set(
     }
     for (r, &item) in picked.iter().enumerate() {
         let it = &ds.items[item];
-        let (_, bytes) = ds
-            .read_block_rows(it.block, &[it.offset])?
-            .pop()
-            .context("the dataset returned no row")?;
-        let img = data::dataset::decode_rgb(&bytes?, &ds.locate(item))?;
+        let img = ds.image(item)?;
         let path = ref_dir.join(format!("ref{r}-item{item}.png"));
         save_png(&img, &path)?;
         let x = pipe.reference(&path)?;
